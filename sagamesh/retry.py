@@ -1,0 +1,114 @@
+"""Retry policies: one implementation shared by the publisher, the consumer and the saga engine.
+
+``delay(attempt)`` is the wait after failed attempt number ``attempt`` (counting from 1) before
+the next one; ``should_retry(attempt, error)`` says whether there is a next one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ._durations import Duration, require_seconds
+from .errors import BusinessError, RetryableError
+
+
+@runtime_checkable
+class RetryPolicy(Protocol):
+    max_attempts: int
+
+    def delay(self, attempt: int) -> float: ...
+
+    def should_retry(self, attempt: int, error: BaseException | None = None) -> bool: ...
+
+
+def is_retryable_error(error: BaseException | None) -> bool | None:
+    """True/False when the error type decides by itself, None when the policy decides."""
+    if isinstance(error, RetryableError):
+        return True
+    if isinstance(error, BusinessError):
+        return False
+    return None
+
+
+class _Base:
+    max_attempts: int
+
+    def should_retry(self, attempt: int, error: BaseException | None = None) -> bool:
+        verdict = is_retryable_error(error)
+        if verdict is False:
+            return False
+        return attempt < self.max_attempts
+
+
+@dataclass(slots=True)
+class ExponentialBackoffRetryPolicy(_Base):
+    """``base_delay * multiplier**(attempt-1)`` capped at ``max_delay``, minus up to ``jitter``.
+
+    Jitter only ever shortens the wait, so the cap holds exactly.
+    """
+
+    max_attempts: int = 3
+    base_delay: Duration = 1.0
+    max_delay: Duration = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.base_delay = require_seconds(self.base_delay)
+        self.max_delay = require_seconds(self.max_delay)
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError("jitter must be within [0, 1]")
+
+    def delay(self, attempt: int) -> float:
+        base = float(self.base_delay)
+        cap = float(self.max_delay)
+        raw = min(cap, base * self.multiplier ** max(0, attempt - 1))
+        if self.jitter:
+            raw *= 1.0 - self.jitter * self.rng.random()
+        return raw
+
+
+@dataclass(slots=True)
+class FixedDelayRetryPolicy(_Base):
+    max_attempts: int = 3
+    delay_seconds: Duration = 1.0
+
+    def __init__(self, max_attempts: int = 3, delay: Duration = 1.0) -> None:
+        self.max_attempts = max_attempts
+        self.delay_seconds = require_seconds(delay)
+
+    def delay(self, attempt: int) -> float:
+        return float(self.delay_seconds)
+
+
+@dataclass(slots=True)
+class LinearBackoffRetryPolicy(_Base):
+    max_attempts: int = 3
+    base_delay: Duration = 1.0
+    increment: Duration = 1.0
+    max_delay: Duration = 30.0
+
+    def __post_init__(self) -> None:
+        self.base_delay = require_seconds(self.base_delay)
+        self.increment = require_seconds(self.increment)
+        self.max_delay = require_seconds(self.max_delay)
+
+    def delay(self, attempt: int) -> float:
+        value = float(self.base_delay) + float(self.increment) * max(0, attempt - 1)
+        return min(float(self.max_delay), value)
+
+
+@dataclass(slots=True)
+class NoRetryPolicy(_Base):
+    max_attempts: int = 1
+
+    def delay(self, attempt: int) -> float:
+        return 0.0
+
+    def should_retry(self, attempt: int, error: BaseException | None = None) -> bool:
+        return False
