@@ -65,8 +65,8 @@ class ExponentialBackoffRetryPolicy(_Base):
             raise ValueError("jitter must be within [0, 1]")
 
     def delay(self, attempt: int) -> float:
-        base = float(self.base_delay)
-        cap = float(self.max_delay)
+        base = require_seconds(self.base_delay)
+        cap = require_seconds(self.max_delay)
         raw = min(cap, base * self.multiplier ** max(0, attempt - 1))
         if self.jitter:
             raw *= 1.0 - self.jitter * self.rng.random()
@@ -83,7 +83,7 @@ class FixedDelayRetryPolicy(_Base):
         self.delay_seconds = require_seconds(delay)
 
     def delay(self, attempt: int) -> float:
-        return float(self.delay_seconds)
+        return require_seconds(self.delay_seconds)
 
 
 @dataclass(slots=True)
@@ -99,8 +99,8 @@ class LinearBackoffRetryPolicy(_Base):
         self.max_delay = require_seconds(self.max_delay)
 
     def delay(self, attempt: int) -> float:
-        value = float(self.base_delay) + float(self.increment) * max(0, attempt - 1)
-        return min(float(self.max_delay), value)
+        value = require_seconds(self.base_delay) + require_seconds(self.increment) * max(0, attempt - 1)
+        return min(require_seconds(self.max_delay), value)
 
 
 @dataclass(slots=True)
