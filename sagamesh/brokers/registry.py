@@ -56,7 +56,7 @@ def create_broker(target: str | BrokerSettingsLike, **options: Any) -> Broker:
     else:
         url = target.broker_url()
         options = {**target.broker_options(), **options}
-    scheme = urlsplit(url).scheme
+    scheme = urlsplit(url).scheme if "://" in url else ""
     if not scheme:
         raise ConfigError(f"broker URL {url!r} has no scheme (e.g. memory://, nats://)",
                           field="broker.url")
