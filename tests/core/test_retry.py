@@ -1,4 +1,4 @@
-"""Retry policies: delays follow the formula, jitter only shortens, caps hold, error kinds decide."""
+"""Retry policies: delays follow the formula, jitter only shortens, caps hold."""
 
 from __future__ import annotations
 
