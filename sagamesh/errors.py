@@ -113,3 +113,11 @@ class BusinessError(SagameshError):
         self.code = code
         self.message = message
         super().__init__(f"{code}: {message}")
+
+
+class HandlerTimeoutError(SagameshError, TimeoutError):
+    """An event handler ran past its ``processing_timeout`` and was cancelled."""
+
+
+class DeadLetterNotFoundError(SagameshError, KeyError):
+    """No dead-lettered message with that id."""
