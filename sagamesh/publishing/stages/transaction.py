@@ -1,0 +1,46 @@
+"""Commits a transaction: natively when the broker has transactions, else via the outbox."""
+
+from __future__ import annotations
+
+from ...brokers.base import Broker, TransactionalBroker
+from ..outbox import Outbox, OutboxRelay
+from ..stage import CallNext, Publication
+
+
+def has_native_transactions(broker: Broker) -> bool:
+    return bool(broker.capabilities.native_transactions) and isinstance(
+        broker, TransactionalBroker)
+
+
+class TransactionStage:
+    """Last stage. Non-transactional publications pass straight to the broker sink.
+
+    Native: every message is published inside ``broker.transaction()`` and becomes visible
+    at its commit. Outbox: the messages are stored all-or-none and the relay publishes them.
+    """
+
+    name = "transaction"
+    __slots__ = ("broker", "outbox", "relay")
+
+    def __init__(self, broker: Broker, relay: OutboxRelay | None = None) -> None:
+        self.broker = broker
+        self.relay = relay
+        self.outbox: Outbox | None = relay.outbox if relay is not None else None
+
+    async def __call__(self, pub: Publication, call_next: CallNext) -> None:
+        tx_id = pub.transaction
+        if tx_id is None:
+            await call_next(pub)
+            return
+        relay = self.relay
+        if relay is None:
+            broker = self.broker
+            assert isinstance(broker, TransactionalBroker)
+            async with broker.transaction() as tx:
+                for message in pub.messages:
+                    await tx.publish(message)
+        else:
+            relay.start()
+            await relay.outbox.add(tx_id, pub.messages)
+            relay.notify()
+        pub.results = [None] * len(pub.messages)
