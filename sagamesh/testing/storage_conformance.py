@@ -268,7 +268,11 @@ class StorageConformance:
     @settings(
         max_examples=20,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.differing_executors,  # one subclass per store, run in one session
+        ],
     )
     @given(
         specs=st.lists(_saga_spec, min_size=0, max_size=10),
