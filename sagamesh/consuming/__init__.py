@@ -1,0 +1,62 @@
+"""The consume side: router, handlers, filter chain, priority dispatcher, consumer, DLQ."""
+
+from .consumer import ConsumerConfig, EventConsumer
+from .context import HandlerContext
+from .dispatcher import PriorityDispatcher
+from .dlq import DeadLetterQueueHandler, DLQConfig, DLQMetrics, RecoveryResult
+from .dlq_store import DeadLetterEntry, DLQStore, MemoryDLQStore
+from .filters import (
+    AndFilter,
+    EventFilter,
+    EventTypeFilter,
+    MetadataFilter,
+    NotFilter,
+    OrFilter,
+    PredicateFilter,
+    SagaIdFilter,
+)
+from .handler import EventHandlerConfig, FailureAction, FunctionHandler, SagaEventHandler
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore
+from .metrics import ConsumerMetrics, HandlerMetrics
+from .processor import DLQReason, MessageProcessor, Outcome, OutcomeKind, Prepared
+from .redis_idempotency import RedisIdempotencyStore
+from .router import EventRouter, Route, RoutingStrategy
+
+__all__ = [
+    "AndFilter",
+    "ConsumerConfig",
+    "ConsumerMetrics",
+    "DLQConfig",
+    "DLQMetrics",
+    "DLQReason",
+    "DLQStore",
+    "DeadLetterEntry",
+    "DeadLetterQueueHandler",
+    "EventConsumer",
+    "EventFilter",
+    "EventHandlerConfig",
+    "EventRouter",
+    "EventTypeFilter",
+    "FailureAction",
+    "FunctionHandler",
+    "HandlerContext",
+    "HandlerMetrics",
+    "IdempotencyStore",
+    "MemoryDLQStore",
+    "MemoryIdempotencyStore",
+    "MessageProcessor",
+    "MetadataFilter",
+    "NotFilter",
+    "OrFilter",
+    "Outcome",
+    "OutcomeKind",
+    "PredicateFilter",
+    "Prepared",
+    "PriorityDispatcher",
+    "RecoveryResult",
+    "RedisIdempotencyStore",
+    "Route",
+    "RoutingStrategy",
+    "SagaEventHandler",
+    "SagaIdFilter",
+]

@@ -1,0 +1,233 @@
+"""The event consumer: broker subscription → priority dispatcher → workers → settle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .._durations import Duration, require_seconds
+from ..brokers.base import Broker, Delivery, Subscription
+from ..errors import ConfigError
+from ..events import EventType
+from ..retry import ExponentialBackoffRetryPolicy, RetryPolicy
+from .dispatcher import PriorityDispatcher
+from .idempotency import IdempotencyStore
+from .metrics import ConsumerMetrics
+from .processor import Decoder, MessageProcessor, Outcome, Prepared
+from .router import EventRouter
+
+log = logging.getLogger(__name__)
+
+
+def _default_retry() -> RetryPolicy:
+    return ExponentialBackoffRetryPolicy(max_attempts=5, base_delay=0.2, max_delay=10.0)
+
+
+@dataclass(slots=True)
+class ConsumerConfig:
+    """How an :class:`EventConsumer` subscribes and processes.
+
+    ``workers`` run handlers concurrently; ``max_in_flight`` bounds unsettled deliveries per
+    subscription and sizes the dispatcher buffer (``buffer_size`` overrides). ``topics``
+    overrides the topics derived from ``topic_prefix`` / ``topic_strategy``.
+    """
+
+    topic_prefix: str = "saga.events"
+    topic_strategy: Literal["single", "per_type"] = "single"
+    group: str = "sagamesh"
+    max_in_flight: int = 256
+    ordering: Literal["per_saga", "none"] = "per_saga"
+    retry: RetryPolicy = field(default_factory=_default_retry)
+    dlq_topic: str = "saga.dlq"
+    idempotency: IdempotencyStore | None = None
+    shutdown_timeout: Duration = 30.0
+    workers: int = 16
+    buffer_size: int | None = None
+    topics: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.topic_strategy not in ("single", "per_type"):
+            raise ConfigError("topic_strategy must be 'single' or 'per_type'",
+                              field="topic_strategy")
+        if self.ordering not in ("per_saga", "none"):
+            raise ConfigError("ordering must be 'per_saga' or 'none'", field="ordering")
+        for name in ("max_in_flight", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1", field=name)
+        if self.buffer_size is not None and self.buffer_size < 1:
+            raise ConfigError("buffer_size must be >= 1", field="buffer_size")
+        self.shutdown_timeout = require_seconds(self.shutdown_timeout)
+        if self.shutdown_timeout < 0:
+            raise ConfigError("shutdown_timeout must be >= 0", field="shutdown_timeout")
+        if not self.dlq_topic:
+            raise ConfigError("dlq_topic must not be empty", field="dlq_topic")
+
+    def resolve_topics(self, router: EventRouter) -> list[str]:
+        if self.topics is not None:
+            return list(self.topics)
+        if self.topic_strategy == "single":
+            return [self.topic_prefix]
+        types = router.event_types()
+        return [f"{self.topic_prefix}.{t.value}" for t in (types or list(EventType))]
+
+
+@dataclass(slots=True)
+class _Work:
+    prepared: Prepared
+    delivery: Delivery
+    done: asyncio.Future[None]
+
+
+class EventConsumer:
+    """Consumes saga events from ``broker`` and runs ``router``'s handlers.
+
+    Start with ``await consumer.start()`` or ``async with consumer``; ``stop()`` stops intake,
+    lets buffered and running work finish within ``shutdown_timeout``, then cancels what is
+    left and hands those deliveries back to the broker unacknowledged.
+    """
+
+    def __init__(self, broker: Broker, router: EventRouter,
+                 config: ConsumerConfig | None = None, *, decoder: Decoder | None = None) -> None:
+        self.broker = broker
+        self.router = router
+        self.config = config = config or ConsumerConfig()
+        self.metrics = ConsumerMetrics()
+        self.processor = MessageProcessor(
+            router, retry=config.retry, dlq_topic=config.dlq_topic,
+            idempotency=config.idempotency, broker_name=getattr(broker, "name", ""),
+            group=config.group, decoder=decoder, metrics=self.metrics)
+        self.dispatcher: PriorityDispatcher[_Work] = PriorityDispatcher(
+            config.buffer_size or config.max_in_flight, ordered=config.ordering == "per_saga")
+        self._subscriptions: list[Subscription] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._closed: asyncio.Event | None = None
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def topics(self) -> list[str]:
+        return self.config.resolve_topics(self.router)
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        self._closing = False
+        self._closed = asyncio.Event()
+        await self.router.start()
+        try:
+            self._workers = [asyncio.create_task(self._worker(), name=f"sagamesh-consumer-{i}")
+                             for i in range(self.config.workers)]
+            ordered = self.config.ordering == "per_saga"
+            for topic in self.topics:
+                self._subscriptions.append(await self.broker.subscribe(
+                    topic, self._on_delivery, group=self.config.group,
+                    max_in_flight=self.config.max_in_flight, ordered=ordered))
+        except BaseException:
+            await self._shutdown(drain=False)
+            raise
+        self._running = True
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        await self._shutdown(drain=True)
+
+    async def __aenter__(self) -> EventConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def get_metrics(self) -> ConsumerMetrics:
+        snapshot = self.metrics.snapshot()
+        snapshot.buffered = self.dispatcher.pending
+        snapshot.in_flight = self.dispatcher.running
+        return snapshot
+
+    # -- internals ------------------------------------------------------------------------
+    async def _shutdown(self, *, drain: bool) -> None:
+        self._closing = True
+        dispatcher = self.dispatcher
+        if drain and self._workers:
+            try:
+                await asyncio.wait_for(dispatcher.wait_idle(),
+                                       require_seconds(self.config.shutdown_timeout))
+            except TimeoutError:
+                log.warning("consumer drain timed out after %ss; returning %d buffered and "
+                            "cancelling %d running deliveries", self.config.shutdown_timeout,
+                            dispatcher.pending, dispatcher.running)
+        for work in dispatcher.drain_pending():
+            if not work.delivery.settled:
+                await work.delivery.nack()
+            if not work.done.done():
+                work.done.set_result(None)
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        subscriptions, self._subscriptions = self._subscriptions, []
+        await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
+        if self._closed is not None:
+            self._closed.set()
+        await self.router.stop()
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        if self._closing:
+            # Intake stopped: hold the delivery unsettled until the subscription closes and
+            # returns it to the broker (nacking here would spin on an in-process broker).
+            assert self._closed is not None
+            await self._closed.wait()
+            return
+        processor = self.processor
+        prepared = processor.prepare(delivery.message, delivery.attempt)
+        if isinstance(prepared, Outcome):
+            await processor.settle(delivery, prepared, self.broker.publish)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self.dispatcher.put(_Work(prepared, delivery, done), priority=prepared.priority,
+                                  key=prepared.event.saga_id)
+        metrics = self.metrics
+        if self.dispatcher.pending > metrics.max_buffered:
+            metrics.max_buffered = self.dispatcher.pending
+        await done
+
+    async def _worker(self) -> None:
+        dispatcher = self.dispatcher
+        processor = self.processor
+        metrics = self.metrics
+        publish = self.broker.publish
+        while True:
+            work, key = await dispatcher.get()
+            delivery = work.delivery
+            metrics.in_flight += 1
+            if metrics.in_flight > metrics.max_concurrent:
+                metrics.max_concurrent = metrics.in_flight
+            try:
+                ctx = processor.context(delivery.message, delivery.attempt,
+                                        partition=delivery.partition, offset=delivery.offset)
+                outcome = await processor.execute(work.prepared, ctx)
+                await processor.settle(delivery, outcome, publish)
+            except asyncio.CancelledError:
+                if not delivery.settled:
+                    await delivery.nack()
+                raise
+            except Exception:
+                log.exception("processing message %s failed unexpectedly; nacked",
+                              delivery.message.id)
+                if not delivery.settled:
+                    await delivery.nack(processor.retry.delay(delivery.attempt) or None)
+            finally:
+                metrics.in_flight -= 1
+                dispatcher.done(key)
+                if not work.done.done():
+                    work.done.set_result(None)

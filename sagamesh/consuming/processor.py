@@ -1,0 +1,289 @@
+"""Broker-agnostic per-message logic shared by :class:`EventConsumer` and framework mounts
+(FastStream): decode → route → run handlers → decide the :class:`Outcome` → settle.
+
+``prepare`` is synchronous (decode and route only) so a dispatcher can order work by priority
+and saga before anything runs; ``execute`` runs the handlers; ``process`` does both; ``settle``
+applies an outcome to a :class:`~sagamesh.brokers.base.Delivery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ..brokers.base import Delivery
+from ..dlq_message import dead_letter
+from ..errors import HandlerTimeoutError, SerializationError
+from ..events import SagaEvent
+from ..message import Headers, Message
+from ..retry import RetryPolicy
+from .context import HandlerContext
+from .handler import FailureAction
+from .idempotency import IdempotencyStore
+from .metrics import ConsumerMetrics
+from .router import EventRouter, Route
+
+log = logging.getLogger(__name__)
+
+Decoder = Callable[[Message], SagaEvent]
+Publish = Callable[[Message], Awaitable[None]]
+
+
+class OutcomeKind(StrEnum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
+    DISCARD = "discard"
+
+
+class DLQReason(StrEnum):
+    """The first word of the ``sagamesh-dlq-reason`` header the consumer writes."""
+
+    DECODE_ERROR = "decode_error"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    HANDLER_DEAD_LETTER = "handler_dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to do with a delivery. ``dlq_message`` is the ready DLQ copy for DEAD_LETTER;
+    ``delay`` the redelivery delay for RETRY; ``note`` says why for ACK (duplicate, unrouted)."""
+
+    kind: OutcomeKind
+    delay: float | None = None
+    reason: str = ""
+    error: BaseException | None = None
+    dlq_message: Message | None = None
+    note: str = ""
+
+
+ACK = Outcome(OutcomeKind.ACK)
+DUPLICATE = Outcome(OutcomeKind.ACK, note="duplicate")
+UNROUTED = Outcome(OutcomeKind.ACK, note="unrouted")
+DISCARD = Outcome(OutcomeKind.DISCARD)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A decoded, routed message ready to execute; ``priority`` is its top handler's."""
+
+    message: Message
+    event: SagaEvent
+    routes: list[Route]
+    priority: int
+    attempt: int
+
+
+def default_decoder() -> Decoder:
+    from ..serialization import from_message
+
+    return from_message
+
+
+class MessageProcessor:
+    """Everything between "a message arrived" and "ack / nack(delay) / dead-letter"."""
+
+    def __init__(
+        self,
+        router: EventRouter,
+        *,
+        retry: RetryPolicy,
+        dlq_topic: str = "saga.dlq",
+        idempotency: IdempotencyStore | None = None,
+        broker_name: str = "",
+        group: str | None = None,
+        decoder: Decoder | None = None,
+        metrics: ConsumerMetrics | None = None,
+    ) -> None:
+        self.router = router
+        self.retry = retry
+        self.dlq_topic = dlq_topic
+        self.idempotency = idempotency
+        self.broker_name = broker_name
+        self.group = group
+        self.decode = decoder or default_decoder()
+        self.metrics = metrics or ConsumerMetrics()
+
+    # -- phase 1: decode and route (synchronous) ------------------------------------------
+    def prepare(self, message: Message, attempt: int = 1) -> Prepared | Outcome:
+        self.metrics.received += 1
+        try:
+            event = self.decode(message)
+        except SerializationError as exc:
+            self.metrics.decode_errors += 1
+            return self._dead_letter(message, attempt, DLQReason.DECODE_ERROR, exc)
+        except Exception as exc:  # a custom decoder broke its contract; still not a crash
+            self.metrics.decode_errors += 1
+            wrapped = SerializationError(f"decoder raised {type(exc).__name__}: {exc}")
+            return self._dead_letter(message, attempt, DLQReason.DECODE_ERROR, wrapped)
+        routes = self.router.route(event)
+        if not routes:
+            self.metrics.unrouted += 1
+            return UNROUTED
+        return Prepared(message, event, routes, routes[0].priority, attempt)
+
+    # -- phase 2: run the handlers --------------------------------------------------------
+    async def execute(self, prepared: Prepared, ctx: HandlerContext | None = None) -> Outcome:
+        event = prepared.event
+        if ctx is None:
+            ctx = self.context(prepared.message, prepared.attempt)
+        store = self.idempotency
+        failures: list[tuple[Route, BaseException, FailureAction]] = []
+        ran = 0
+        for route in prepared.routes:
+            key = f"{event.id}:{route.handler_id}" if store is not None else ""
+            if store is not None and await store.contains(key):
+                continue
+            ran += 1
+            error = await self._run(route, event, ctx)
+            if error is None:
+                if store is not None:
+                    await store.add(key)
+            else:
+                failures.append((route, error, await self._failure_action(route, event, error)))
+        if not ran:
+            self.metrics.duplicates += 1
+            return DUPLICATE
+        if not failures:
+            return ACK
+        return self._decide(prepared, failures)
+
+    async def process(self, message: Message, attempt: int = 1, *,
+                      partition: int | None = None, offset: int | None = None) -> Outcome:
+        """``prepare`` + ``execute`` for callers without a dispatcher of their own."""
+        prepared = self.prepare(message, attempt)
+        if isinstance(prepared, Outcome):
+            return prepared
+        ctx = self.context(message, attempt, partition=partition, offset=offset)
+        return await self.execute(prepared, ctx)
+
+    def context(self, message: Message, attempt: int, *, partition: int | None = None,
+                offset: int | None = None) -> HandlerContext:
+        return HandlerContext(message_id=message.id, topic=message.topic, attempt=attempt,
+                              partition=partition, offset=offset, headers=message.headers,
+                              broker=self.broker_name, group=self.group)
+
+    async def _run(self, route: Route, event: SagaEvent,
+                   ctx: HandlerContext) -> BaseException | None:
+        handler = route.handler
+        metrics = handler.metrics
+        if route.error is not None:  # a filter raised
+            metrics.record(0.0, ok=False)
+            return route.error
+        limiter = route.limiter
+        if limiter is not None:
+            await limiter.acquire()
+        start = time.perf_counter()
+        timed_out = False
+        error: BaseException | None = None
+        try:
+            if route.timeout is None:
+                await handler.handle_saga_event(event, ctx)
+            else:
+                deadline = asyncio.timeout(route.timeout)
+                try:
+                    async with deadline:
+                        await handler.handle_saga_event(event, ctx)
+                except TimeoutError as exc:
+                    if not deadline.expired():
+                        raise
+                    timed_out = True
+                    error = HandlerTimeoutError(
+                        f"handler {route.handler_id!r} exceeded {route.timeout:g}s")
+                    error.__cause__ = exc
+        except Exception as exc:
+            error = exc
+        finally:
+            if limiter is not None:
+                limiter.release()
+        duration = time.perf_counter() - start
+        metrics.record(duration, ok=error is None, timed_out=timed_out)
+        if error is None:
+            try:
+                await handler.on_event_processed(event, duration)
+            except Exception:
+                log.exception("on_event_processed of %s raised (ignored)", route.handler_id)
+        else:
+            self.metrics.handler_failures += 1
+        return error
+
+    @staticmethod
+    async def _failure_action(route: Route, event: SagaEvent,
+                              error: BaseException) -> FailureAction:
+        try:
+            return FailureAction(await route.handler.on_event_failed(event, error))
+        except Exception:
+            log.exception("on_event_failed of %s raised; retrying", route.handler_id)
+            return FailureAction.RETRY
+
+    def _decide(self, prepared: Prepared,
+                failures: list[tuple[Route, BaseException, FailureAction]]) -> Outcome:
+        attempt = prepared.attempt
+        for route, error, action in failures:
+            if action is FailureAction.DEAD_LETTER:
+                return self._dead_letter(prepared.message, attempt, DLQReason.HANDLER_DEAD_LETTER,
+                                         error, handler_id=route.handler_id)
+        retrying = [f for f in failures
+                    if f[2] in (FailureAction.RETRY, FailureAction.REQUEUE)]
+        if not retrying:
+            return DISCARD
+        requeue_only = all(f[2] is FailureAction.REQUEUE for f in retrying)
+        for route, error, _ in retrying:
+            if not self.retry.should_retry(attempt, error):
+                return self._dead_letter(prepared.message, attempt, DLQReason.RETRIES_EXHAUSTED,
+                                         error, handler_id=route.handler_id)
+        route, error, _ = retrying[0]
+        delay = 0.0 if requeue_only else self.retry.delay(attempt)
+        return Outcome(OutcomeKind.RETRY, delay=delay, reason=f"{route.handler_id}: {error}",
+                       error=error)
+
+    def _dead_letter(self, message: Message, attempt: int, reason: DLQReason,
+                     error: BaseException, *, handler_id: str | None = None) -> Outcome:
+        text = f"{reason.value}: {type(error).__name__}: {error}"
+        dlq = dead_letter(message, dlq_topic=self.dlq_topic, reason=text,
+                          attempts=attempt + _prior_attempts(message.headers), error=error)
+        if handler_id is not None:
+            dlq.headers[Headers.DLQ_HANDLER] = handler_id
+        return Outcome(OutcomeKind.DEAD_LETTER, reason=text, error=error, dlq_message=dlq)
+
+    # -- settling -------------------------------------------------------------------------
+    async def settle(self, delivery: Delivery, outcome: Outcome, publish: Publish) -> None:
+        """Apply ``outcome``: ack; nack(delay); or publish the DLQ copy and then ack (if that
+        publish fails the delivery is nacked, so nothing is lost)."""
+        metrics = self.metrics
+        kind = outcome.kind
+        if kind is OutcomeKind.ACK:
+            metrics.acked += 1
+            await delivery.ack()
+        elif kind is OutcomeKind.RETRY:
+            metrics.retried += 1
+            await delivery.nack(outcome.delay or None)
+        elif kind is OutcomeKind.DISCARD:
+            metrics.discarded += 1
+            await delivery.ack()
+        else:
+            assert outcome.dlq_message is not None
+            try:
+                await publish(outcome.dlq_message)
+            except Exception:
+                metrics.dlq_publish_failures += 1
+                log.exception("could not dead-letter message %s; nacked for redelivery",
+                              delivery.message.id)
+                await delivery.nack(self.retry.delay(delivery.attempt) or None)
+                return
+            metrics.dead_lettered += 1
+            await delivery.ack()
+
+
+def _prior_attempts(headers: Mapping[str, str]) -> int:
+    """Attempts a recovered message already used before it left the DLQ (0 for fresh ones)."""
+    if Headers.DLQ_RECOVERIES not in headers:
+        return 0
+    try:
+        return max(0, int(headers.get(Headers.ATTEMPTS, "0")))
+    except ValueError:
+        return 0
