@@ -1,0 +1,253 @@
+"""A subscription: one channel, one queue, one consumer; deliveries with ack/nack/reject.
+
+Unordered: every delivery runs its handler at once (RabbitMQ's prefetch bounds how many). A nack
+re-publishes the message with its next attempt number, straight into the subscription's queue or
+through a delay queue, and then acks the original.
+
+Ordered: the queue has a single active consumer, and the next delivery of a key waits here
+(unacked, so it is never lost) until the current one is settled. A nack retries the same delivery
+locally after the delay, so a key never overtakes its nacked head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from sagamesh.brokers.base import MessageHandler
+from sagamesh.message import Message
+
+from ._codec import decode, properties
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+
+    from .broker import RabbitBroker
+
+log = logging.getLogger("sagamesh_rabbitmq")
+
+
+class RabbitDelivery:
+    """One received message; settle it once (later calls do nothing)."""
+
+    __slots__ = ("_raw", "_settled", "_sub", "attempt", "message", "offset", "partition")
+
+    def __init__(self, sub: RabbitSubscription, raw: AbstractIncomingMessage, message: Message,
+                 attempt: int) -> None:
+        self._sub = sub
+        self._raw = raw
+        self._settled = False
+        self.message = message
+        self.attempt = attempt
+        self.partition: int | None = None
+        self.offset: int | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    @property
+    def redelivered(self) -> bool:
+        """RabbitMQ delivered this message before (to this or another consumer)."""
+        return bool(self._raw.redelivered)
+
+    async def ack(self) -> None:
+        if not self._settled:
+            self._settled = True
+            await self._sub._settle(self, "ack")
+
+    async def reject(self) -> None:
+        if not self._settled:
+            self._settled = True
+            await self._sub._settle(self, "reject")
+
+    async def nack(self, delay: float | None = None) -> None:
+        if not self._settled:
+            self._settled = True
+            await self._sub._nack(self, delay)
+
+    def __repr__(self) -> str:
+        return f"<RabbitDelivery {self.message.id} attempt={self.attempt}>"
+
+
+def _stale(raw: AbstractIncomingMessage) -> bool:
+    """The channel ``raw`` came on is gone: RabbitMQ has requeued it (and will redeliver)."""
+    try:
+        return bool(raw.channel.is_closed)
+    except Exception:
+        return True
+
+
+class RabbitSubscription:
+    def __init__(self, broker: RabbitBroker, topic: str, group: str | None, queue_name: str,
+                 handler: MessageHandler, *, max_in_flight: int, ordered: bool) -> None:
+        self.topic = topic
+        self.group = group
+        self.queue_name = queue_name
+        self.max_in_flight = max(1, max_in_flight)
+        self.ordered = ordered
+        self._broker = broker
+        self._handler = handler
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        # ordered only: key -> deliveries waiting behind the one being handled
+        self._waiting: dict[str | None, deque[RabbitDelivery]] = {}
+        self.delivered = 0
+
+    async def start(self, channel: AbstractRobustChannel, queue: AbstractQueue) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._tag = await queue.consume(self._on_message)
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def _on_message(self, raw: AbstractIncomingMessage) -> None:
+        """aio-pika runs this in a task per delivery, started in arrival order."""
+        if self._closed:
+            return  # left unacked: closing the channel requeues it
+        message, attempt = decode(raw)
+        delivery = RabbitDelivery(self, raw, message, attempt)
+        self.delivered += 1
+        if self.ordered:
+            key = message.key
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.append(delivery)  # its key is busy; handed over on settle
+                return
+            self._waiting[key] = deque()
+        await self._run(delivery)
+
+    async def _run(self, delivery: RabbitDelivery) -> None:
+        if self._closed:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await self._handler(delivery)
+        except asyncio.CancelledError:
+            raise  # subscription closing: the channel close returns the message
+        except Exception:
+            log.exception("handler for %s raised; message %s nacked", self.topic,
+                          delivery.message.id)
+            if not delivery.settled:
+                await delivery.nack()
+        else:
+            if not delivery.settled:
+                await delivery.ack()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _spawn(self, delivery: RabbitDelivery) -> None:
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _advance(self, key: str | None) -> None:
+        """The head of ``key`` is settled: hand over the next live delivery of that key."""
+        waiting = self._waiting.get(key)
+        while waiting:
+            nxt = waiting.popleft()
+            if not _stale(nxt._raw):
+                self._spawn(nxt)
+                return
+        self._waiting.pop(key, None)
+
+    # -- settling ----------------------------------------------------------------------------
+
+    async def _settle(self, delivery: RabbitDelivery, how: str) -> None:
+        raw = delivery._raw
+        try:
+            if how == "ack":
+                await raw.ack()
+            else:
+                await raw.reject(requeue=False)
+        except Exception as exc:  # channel gone: RabbitMQ redelivers it (at least once)
+            log.debug("%s of %s failed: %r", how, delivery.message.id, exc)
+        if self.ordered:
+            self._advance(delivery.message.key)
+
+    async def _nack(self, delivery: RabbitDelivery, delay: float | None) -> None:
+        if self.ordered:
+            self._retry_locally(delivery, delay)
+            return
+        raw = delivery._raw
+        if _stale(raw):
+            return  # already requeued by RabbitMQ
+        message = delivery.message
+        try:
+            if delay and delay > 0:
+                target = await self._broker._delay_queue(self.queue_name, delay)
+            else:
+                target = self.queue_name
+            props = properties(message, topic=message.topic, attempt=delivery.attempt + 1)
+            await self._broker._republish(target, message.body, props)
+        except Exception as exc:
+            log.warning("retry of %s could not be re-published (%r); requeued instead",
+                        message.id, exc)
+            with contextlib.suppress(Exception):
+                await raw.nack(requeue=True)
+            return
+        try:
+            await raw.ack()
+        except Exception as exc:  # the original comes back too: at-least-once
+            log.debug("ack after re-publish of %s failed: %r", message.id, exc)
+
+    def _retry_locally(self, delivery: RabbitDelivery, delay: float | None) -> None:
+        again = RabbitDelivery(self, delivery._raw, delivery.message, delivery.attempt + 1)
+        if not delay or delay <= 0:
+            self._redispatch(again)
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._redispatch(again)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    def _redispatch(self, delivery: RabbitDelivery) -> None:
+        if self._closed:
+            return
+        if _stale(delivery._raw):
+            self._advance(delivery.message.key)
+        else:
+            self._spawn(delivery)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop consuming; unsettled and held-back deliveries go back to the queue."""
+        if self._closed:
+            return
+        self._closed = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._queue.cancel(self._tag)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._waiting.clear()
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._channel.close()  # RabbitMQ requeues everything unacked
+        self._broker._detach(self)
