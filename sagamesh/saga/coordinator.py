@@ -1,0 +1,1206 @@
+"""The saga coordinator: runs sagas step by step, compensates, persists, publishes, recovers.
+
+Each saga is driven by one owned task that awaits its steps directly (no task per step). Every
+saga write goes through the storage's optimistic version check and carries this coordinator's
+lease, so a coordinator that lost a saga to another one (after its lease expired) gets
+``ConcurrencyConflictError`` on its next write and stops driving that saga. A single owned keeper
+task renews the leases of sagas whose last write is older than a third of ``lease_ttl`` and
+cancels a saga whose lease it cannot keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from .._durations import Duration, require_seconds
+from ..errors import (
+    ConcurrencyConflictError,
+    CoordinatorClosedError,
+    CoordinatorSaturatedError,
+    LeaseError,
+    SagaDefinitionError,
+    SagaNotFoundError,
+    StepTimeoutError,
+)
+from ..events import ErrorType, EventType, SagaError, SagaEvent
+from ..message import Message
+from .compensation import CompensationTarget
+from .config import ConcurrencyConfig, CoordinatorHealth, CoordinatorMetrics
+from .definition import SagaDefinition
+from .plan import Plan, PlannedStep, compile_plan
+from .publisher import InMemoryEventPublisher, SagaEventSink
+from .state import SagaInstance, SagaState, StepState, StepStatus, utcnow
+from .step import StepContext, may_retry
+from .storage.base import SagaFilter, StateStorage
+
+log = logging.getLogger(__name__)
+
+OUTCOME_KEY = "sagamesh.outcome"
+"""Saga metadata key recording which terminal state a compensation leads to (for recovery)."""
+
+_ZERO = timedelta(0)
+_TERMINAL_EVENT = {
+    SagaState.COMPLETED: EventType.SAGA_COMPLETED,
+    SagaState.COMPENSATED: EventType.SAGA_FAILED,
+    SagaState.FAILED: EventType.SAGA_FAILED,
+    SagaState.CANCELLED: EventType.SAGA_CANCELLED,
+    SagaState.TIMED_OUT: EventType.SAGA_TIMED_OUT,
+}
+_UNDO = frozenset({StepStatus.COMPLETED, StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED})
+
+OutboxEncoder = Callable[[Sequence[SagaEvent]], Sequence[Message]]
+
+
+def _id_factory() -> Callable[[], str]:
+    """Random version-4 UUID strings from a per-coordinator PRNG seeded by the OS: unique like
+    uuid4() without its per-call ``os.urandom`` syscall (event ids need not be secret)."""
+    bits = random.Random(os.urandom(32)).getrandbits
+
+    def new_id() -> str:
+        h = f"{bits(128):032x}"
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+    return new_id
+
+
+class _StepFailed(Exception):
+    def __init__(self, error: SagaError) -> None:
+        self.error = error
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _TimedOut(Exception):
+    pass
+
+
+class _Run:
+    """One saga being driven by this coordinator."""
+
+    __slots__ = (
+        "abandoned",
+        "attempt_base",
+        "cancel_reason",
+        "completed",
+        "data",
+        "deadline",
+        "id",
+        "instance",
+        "lease_deadline",
+        "lost",
+        "meta",
+        "needs_slot",
+        "pending",
+        "plan",
+        "renewing",
+        "task",
+        "waiters",
+        "wake",
+        "writing",
+    )
+
+    def __init__(self, plan: Plan, instance: SagaInstance, data: Any, deadline: float | None):
+        self.id = instance.id
+        self.plan = plan
+        self.instance = instance
+        self.data = data
+        self.deadline = deadline
+        self.completed: list[tuple[PlannedStep, Any]] = []
+        self.attempt_base: dict[int, int] = {}
+        self.cancel_reason: str | None = None
+        self.pending: list[SagaEvent] = []
+        self.meta = {"definition_id": plan.id}
+        self.task: asyncio.Task[None] | None = None
+        self.waiters: list[asyncio.Future[SagaInstance | None]] = []
+        self.wake: asyncio.Future[None] | None = None
+        self.renewing: asyncio.Future[None] | None = None
+        self.writing = False
+        self.lost = False
+        self.abandoned = False
+        self.needs_slot = False
+        self.lease_deadline = 0.0
+
+
+@dataclass(slots=True)
+class _Counters:
+    total: int = 0
+    completed: int = 0
+    compensated: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    ended: int = 0
+    duration_sum: float = 0.0
+    steps: int = 0
+    retries: int = 0
+    compensations: int = 0
+    recovered: int = 0
+    lost: int = 0
+    events: int = 0
+    publish_failures: int = 0
+
+
+class SagaCoordinator:
+    """Runs registered saga definitions against a :class:`StateStorage` and an event publisher.
+
+    ``publisher`` is anything with ``async publish_saga_event(event)`` (default: a new
+    :class:`InMemoryEventPublisher`); a ``publish_batch(events)`` method is used when present.
+    ``lease_ttl`` bounds how long a crashed coordinator's sagas stay untouched;
+    ``recovery_interval`` (optional) re-runs :meth:`recover` periodically so a live coordinator
+    adopts sagas abandoned by a dead one. ``outbox`` (with a storage whose ``supports_outbox``
+    is true) turns events into messages written atomically with each state write instead of
+    publishing them (a relay publishes them later). Storage and publisher are not closed by
+    :meth:`close`: they belong to the caller.
+    """
+
+    def __init__(
+        self,
+        storage: StateStorage,
+        publisher: SagaEventSink | None = None,
+        concurrency: ConcurrencyConfig | None = None,
+        *,
+        instance_id: str | None = None,
+        lease_ttl: Duration = 15.0,
+        recovery_interval: Duration | None = None,
+        outbox: OutboxEncoder | None = None,
+        definitions: Sequence[SagaDefinition] = (),
+    ) -> None:
+        self.storage = storage
+        self.publisher: SagaEventSink = publisher if publisher is not None else (
+            InMemoryEventPublisher()
+        )
+        self.concurrency = concurrency or ConcurrencyConfig()
+        self.instance_id = instance_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.lease_ttl = require_seconds(lease_ttl)
+        if self.lease_ttl <= 0:
+            raise ValueError("lease_ttl must be positive")
+        self._lease_delta = timedelta(seconds=self.lease_ttl)
+        self.recovery_interval = (
+            None if recovery_interval is None else require_seconds(recovery_interval)
+        )
+        if outbox is not None and not getattr(storage, "supports_outbox", False):
+            raise ValueError(f"{type(storage).__name__} cannot write an outbox")
+        self._outbox = outbox
+        self._objects = bool(getattr(storage, "stores_objects", False))
+        batch = getattr(self.publisher, "publish_batch", None)
+        self._publish_batch = batch if callable(batch) else None
+        self._plans: dict[str, Plan] = {}
+        self._runs: dict[str, _Run] = {}
+        self._slots = asyncio.Semaphore(self.concurrency.max_concurrent_sagas)
+        self._workers = asyncio.Semaphore(self.concurrency.worker_pool_size)
+        self._acquire_timeout = require_seconds(self.concurrency.acquire_timeout)
+        self._c = _Counters()
+        self._new_id = _id_factory()
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._closed = False
+        self._closing = False
+        self._keeper: asyncio.Task[None] | None = None
+        for definition in definitions:
+            self.register(definition)
+
+    # -- definitions ----------------------------------------------------------------------------
+
+    def register(self, definition: SagaDefinition) -> None:
+        """Validate and register (re-registering the same id replaces the definition)."""
+        self._plans[definition.id] = compile_plan(definition)
+
+    @property
+    def definitions(self) -> dict[str, SagaDefinition]:
+        return {k: p.definition for k, p in self._plans.items()}
+
+    def _plan(self, definition: SagaDefinition | str) -> Plan:
+        if isinstance(definition, str):
+            plan = self._plans.get(definition)
+            if plan is None:
+                raise SagaDefinitionError(f"no saga definition registered as {definition!r}")
+            return plan
+        plan = self._plans.get(definition.id)
+        if plan is None or plan.definition is not definition:
+            self.register(definition)
+            plan = self._plans[definition.id]
+        return plan
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover sagas left in storage and start the lease keeper (idempotent)."""
+        if self._started:
+            return
+        if self._closed:
+            raise CoordinatorClosedError("the coordinator is closed")
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            self._keeper = asyncio.get_running_loop().create_task(
+                self._keep(), name=f"sagamesh-lease-keeper:{self.instance_id}"
+            )
+            await self.recover()
+            self._started = True
+
+    async def __aenter__(self) -> SagaCoordinator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Take no new sagas; let running ones finish within ``shutdown_timeout``; cancel the
+        rest (their leases are released so another coordinator resumes them at once)."""
+        if self._closed and not self._runs and self._keeper is None:
+            return
+        self._closed = True
+        tasks = [r.task for r in self._runs.values() if r.task is not None]
+        if tasks:
+            timeout = require_seconds(self.concurrency.shutdown_timeout)
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            self._closing = True
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self._stop_keeper()
+
+    async def abandon(self) -> None:
+        """Stop at once WITHOUT any cleanup, as if the process died: sagas stay in storage with
+        their leases until those expire. For crash tests and drills."""
+        self._closed = True
+        runs = list(self._runs.values())
+        for run in runs:
+            run.abandoned = True
+            if run.task is not None:
+                run.task.cancel()
+        await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
+        await self._stop_keeper()
+
+    async def _stop_keeper(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- public API -----------------------------------------------------------------------------
+
+    async def start_saga(
+        self,
+        definition: SagaDefinition | str,
+        data: Any = None,
+        saga_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        trace_id: str = "",
+    ) -> SagaInstance:
+        """Persist a new saga and start driving it; returns at once (state RUNNING).
+
+        With an explicit ``saga_id`` the call is idempotent: an existing saga of that id is
+        returned as it is and nothing is started. Raises ``CoordinatorSaturatedError`` when no
+        slot frees up within ``acquire_timeout`` and ``CoordinatorClosedError`` after close.
+        """
+        if self._closed:
+            raise CoordinatorClosedError("the coordinator is closed")
+        plan = self._plan(definition)
+        if not self._started:
+            await self.start()
+        if saga_id is not None:
+            existing = await self._existing(saga_id)
+            if existing is not None:
+                return existing
+        await self._acquire_slot()
+        try:
+            now = utcnow()
+            instance = SagaInstance(
+                id=saga_id or str(uuid.uuid4()),
+                definition_id=plan.id,
+                state=SagaState.RUNNING,
+                total_steps=len(plan.steps),
+                data=data if self._objects else plan.input_codec.dump(data),
+                start_time=now,
+                created_at=now,
+                updated_at=now,
+                metadata=dict(metadata) if metadata else {},
+                trace_id=trace_id,
+                timeout_at=None if plan.timeout is None else now + timedelta(seconds=plan.timeout),
+                lease_owner=self.instance_id,
+                lease_expires_at=now + self._lease_delta,
+            )
+            loop = asyncio.get_running_loop()
+            deadline = None if plan.timeout is None else loop.time() + plan.timeout
+            run = _Run(plan, instance, data, deadline)
+            self._emit(
+                run,
+                EventType.SAGA_STARTED,
+                previous_state=SagaState.PENDING.value,
+                new_state=SagaState.RUNNING.value,
+                data=instance.data if not self._objects else plan.input_codec.dump(data),
+            )
+            try:
+                if self._outbox is not None:
+                    await self._save_with_outbox(run)
+                else:
+                    await self.storage.save_saga(instance)
+            except ConcurrencyConflictError:
+                if saga_id is None:
+                    raise
+                existing = await self._existing(saga_id)  # a concurrent start of the same id
+                if existing is None:
+                    raise
+                self._slots.release()
+                return existing
+        except BaseException:
+            self._slots.release()
+            raise
+        run.lease_deadline = loop.time() + self.lease_ttl
+        self._c.total += 1
+        self._spawn(run)
+        await self._flush(run)
+        return self._present(plan, instance, data)
+
+    async def _existing(self, saga_id: str) -> SagaInstance | None:
+        run = self._runs.get(saga_id)
+        if run is not None:
+            return self._present(run.plan, run.instance, run.data)
+        stored = await self.storage.get_saga(saga_id)
+        return None if stored is None else self._present_stored(stored)
+
+    async def wait_for_completion(
+        self, saga_id: str, timeout: Duration | None = None  # noqa: ASYNC109 (spec'd API)
+    ) -> SagaInstance:
+        """The saga once terminal; ``TimeoutError`` if it is not within ``timeout`` seconds."""
+        limit = None if timeout is None else require_seconds(timeout)
+        async with asyncio.timeout(limit):
+            run = self._runs.get(saga_id)
+            if run is not None:
+                future: asyncio.Future[SagaInstance | None] = (
+                    asyncio.get_running_loop().create_future()
+                )
+                run.waiters.append(future)
+                result = await future
+                if result is not None:
+                    return result
+            delay = 0.01
+            while True:  # driven elsewhere (or the lease was lost): watch storage
+                stored = await self.storage.get_saga(saga_id)
+                if stored is None:
+                    raise SagaNotFoundError(saga_id)
+                if stored.is_terminal:
+                    return self._present_stored(stored)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    async def get_saga_instance(self, saga_id: str) -> SagaInstance:
+        stored = await self.storage.get_saga(saga_id)
+        if stored is None:
+            raise SagaNotFoundError(saga_id)
+        return self._present_stored(stored)
+
+    async def get_step_states(self, saga_id: str) -> list[StepState]:
+        return list(await self.storage.get_step_states(saga_id))
+
+    async def get_active_sagas(self, filter: SagaFilter | None = None) -> list[SagaInstance]:
+        return [self._present_stored(s) for s in await self.storage.get_active_sagas(filter)]
+
+    async def cancel_saga(self, saga_id: str, reason: str = "") -> None:
+        """Stop after the running step (or during a retry wait), compensate, end CANCELLED.
+
+        A terminal saga is left as it is. A saga driven by another live coordinator raises
+        :class:`LeaseError`; an unowned one (its coordinator died) is adopted and cancelled.
+        """
+        run = self._runs.get(saga_id)
+        if run is None:
+            stored = await self.storage.get_saga(saga_id)
+            if stored is None:
+                raise SagaNotFoundError(saga_id)
+            if stored.is_terminal:
+                return
+            plan = self._plans.get(stored.definition_id)
+            if plan is None:
+                raise SagaDefinitionError(
+                    f"saga {saga_id} uses unregistered definition {stored.definition_id!r}"
+                )
+            if self._closed:
+                raise CoordinatorClosedError("the coordinator is closed")
+            leased = await self.storage.acquire_lease(saga_id, self.instance_id, self.lease_ttl)
+            if leased is None:
+                raise LeaseError(f"saga {saga_id} is driven by {stored.lease_owner}")
+            run = await self._rebuild(plan, leased)
+            run.cancel_reason = reason or "cancelled"
+            run.needs_slot = True
+            self._spawn(run)
+            return
+        if run.cancel_reason is None:
+            run.cancel_reason = reason or "cancelled"
+        if run.wake is not None and not run.wake.done():
+            run.wake.set_result(None)
+
+    def get_metrics(self) -> CoordinatorMetrics:
+        c = self._c
+        return CoordinatorMetrics(
+            total_sagas=c.total,
+            active_sagas=len(self._runs),
+            completed_sagas=c.completed,
+            failed_sagas=c.failed,
+            compensated_sagas=c.compensated,
+            cancelled_sagas=c.cancelled,
+            timed_out_sagas=c.timed_out,
+            average_saga_duration=c.duration_sum / c.ended if c.ended else 0.0,
+            steps_executed=c.steps,
+            step_retries=c.retries,
+            compensations_run=c.compensations,
+            recovered_sagas=c.recovered,
+            lost_leases=c.lost,
+            events_published=c.events,
+            event_publish_failures=c.publish_failures,
+        )
+
+    async def health_check(self, timeout: float = 5.0) -> CoordinatorHealth:  # noqa: ASYNC109
+        """Healthy when open and the storage answers a read within ``timeout``."""
+        if self._closed:
+            return CoordinatorHealth(False, "closed", len(self._runs))
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.storage.get_saga(f"__sagamesh_health__{self.instance_id}")
+        except Exception as exc:
+            return CoordinatorHealth(False, f"storage: {exc!r}", len(self._runs))
+        return CoordinatorHealth(True, "ok", len(self._runs), time.perf_counter() - started)
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Adopt every non-terminal saga in storage that nobody holds a live lease on.
+
+        The step that was in flight re-runs with the same idempotency key; a compensating saga
+        continues compensating; a saga past its deadline is compensated and ends TIMED_OUT.
+        Sagas of unregistered definitions are left alone (register, then recover again).
+        Returns how many sagas were adopted.
+        """
+        if self._closed:
+            return 0
+        adopted = 0
+        for stored in await self.storage.get_active_sagas():
+            if stored.id in self._runs:
+                continue
+            plan = self._plans.get(stored.definition_id)
+            if plan is None:
+                log.warning(
+                    "saga %s: definition %r is not registered; not recovered",
+                    stored.id,
+                    stored.definition_id,
+                )
+                continue
+            if (
+                stored.lease_owner not in (None, self.instance_id)
+                and stored.lease_expires_at is not None
+                and stored.lease_expires_at > utcnow()
+            ):
+                continue
+            leased = await self.storage.acquire_lease(stored.id, self.instance_id, self.lease_ttl)
+            if leased is None or leased.is_terminal or self._closed:
+                continue
+            if stored.id in self._runs:  # started meanwhile by this coordinator
+                continue
+            run = await self._rebuild(plan, leased)
+            run.needs_slot = True
+            self._c.total += 1
+            self._c.recovered += 1
+            self._spawn(run)
+            adopted += 1
+        return adopted
+
+    async def _rebuild(self, plan: Plan, saga: SagaInstance) -> _Run:
+        """A run continuing ``saga`` from its stored state and step records."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        if saga.timeout_at is not None:
+            deadline = loop.time() + (saga.timeout_at - utcnow()).total_seconds()
+        codec = plan.data_codec(saga.current_step)
+        data = saga.data if self._objects else codec.load(saga.data)
+        run = _Run(plan, saga, data, deadline)
+        run.lease_deadline = loop.time() + self.lease_ttl
+        records = {s.step_index: s for s in await self.storage.get_step_states(saga.id)}
+        n = len(plan.steps)
+        compensating = saga.state is SagaState.COMPENSATING
+        limit = n if compensating else min(saga.current_step, n)
+        for index in range(limit):
+            record = records.get(index)
+            if record is None:
+                continue
+            if record.status in _UNDO or (
+                not compensating and record.status is StepStatus.COMPLETED
+            ):
+                ps = plan.steps[index]
+                output = record.output if self._objects else ps.codec.load(record.output)
+                run.completed.append((ps, output))
+        if not compensating:
+            # the in-flight step may have completed just before the crash: keep its output
+            index = saga.current_step
+            while index < n:
+                record = records.get(index)
+                if record is None or record.status is not StepStatus.COMPLETED:
+                    if record is not None and record.status is StepStatus.FAILED:
+                        run.attempt_base[index] = record.attempt + 1
+                    break
+                ps = plan.steps[index]
+                output = record.output if self._objects else ps.codec.load(record.output)
+                run.completed.append((ps, output))
+                run.data = output
+                index += 1
+                saga.current_step = saga.completed_steps = index
+                saga.data = record.output
+        return run
+
+    # -- driving --------------------------------------------------------------------------------
+
+    def _spawn(self, run: _Run) -> None:
+        self._runs[run.id] = run
+        run.task = asyncio.get_running_loop().create_task(self._drive(run), name=f"saga:{run.id}")
+
+    async def _acquire_slot(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        try:
+            async with asyncio.timeout(self._acquire_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise CoordinatorSaturatedError(
+                f"all {self.concurrency.max_concurrent_sagas} saga slots stayed busy for "
+                f"{self._acquire_timeout}s"
+            ) from None
+
+    async def _drive(self, run: _Run) -> None:
+        holds_slot = not run.needs_slot
+        final: SagaInstance | None = None
+        try:
+            if run.needs_slot:
+                await self._slots.acquire()
+                holds_slot = True
+            final = await self._advance(run)
+        except asyncio.CancelledError:
+            if run.lost:
+                return
+            if self._closing and not run.abandoned:
+                try:
+                    await self.storage.release_lease(run.id, self.instance_id)
+                except Exception:
+                    log.warning("saga %s: could not release its lease", run.id, exc_info=True)
+            raise
+        except ConcurrencyConflictError:
+            self._lose(run, cancel=False)
+        except Exception:
+            log.exception("saga %s: engine error; left in storage for recovery", run.id)
+        finally:
+            if holds_slot:
+                self._slots.release()
+            if self._runs.get(run.id) is run:
+                del self._runs[run.id]
+            for waiter in run.waiters:
+                if not waiter.done():
+                    waiter.set_result(final)
+
+    def _lose(self, run: _Run, *, cancel: bool) -> None:
+        if run.lost:
+            return
+        run.lost = True
+        self._c.lost += 1
+        log.warning("saga %s: lease lost to another coordinator; no longer driving it", run.id)
+        if cancel and run.task is not None:
+            run.task.cancel()
+
+    async def _advance(self, run: _Run) -> SagaInstance:
+        instance = run.instance
+        plan = run.plan
+        if instance.state is SagaState.COMPENSATING:
+            target = SagaState(instance.metadata.get(OUTCOME_KEY, SagaState.COMPENSATED.value))
+            return await self._compensate(run, target, instance.error)
+        deadline = run.deadline
+        try:
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                raise _TimedOut
+            if deadline is None:
+                await self._forward(run)
+            else:
+                window = asyncio.timeout_at(deadline)
+                try:
+                    async with window:
+                        await self._forward(run)
+                except TimeoutError:
+                    if not window.expired():
+                        raise
+                    raise _TimedOut from None
+        except _TimedOut:
+            error = SagaError(
+                code="saga_timed_out",
+                message=f"saga {plan.id!r} exceeded its timeout of {plan.timeout}s",
+                type=ErrorType.TIMEOUT,
+            )
+            return await self._compensate(run, SagaState.TIMED_OUT, error)
+        except _StepFailed as failure:
+            return await self._compensate(run, SagaState.COMPENSATED, failure.error)
+        except _Cancelled:
+            error = SagaError(
+                code="saga_cancelled", message=run.cancel_reason or "", type=ErrorType.BUSINESS
+            )
+            return await self._compensate(run, SagaState.CANCELLED, error)
+        return await self._complete(run)
+
+    async def _forward(self, run: _Run) -> None:
+        plan = run.plan
+        steps = plan.steps
+        n = len(steps)
+        instance = run.instance
+        data = run.data
+        index = instance.current_step
+        loop = asyncio.get_running_loop()
+        while index < n:
+            if run.cancel_reason is not None:
+                raise _Cancelled
+            if run.deadline is not None and loop.time() >= run.deadline:
+                raise _TimedOut
+            ps = steps[index]
+            started = utcnow()
+            output, attempt = await self._execute(run, ps, data)
+            run.completed.append((ps, output))
+            stored = output if self._objects else ps.codec.dump(output)
+            await self.storage.save_step_state(
+                StepState(
+                    run.id,
+                    ps.id,
+                    index,
+                    StepStatus.COMPLETED,
+                    attempt,
+                    output=stored,
+                    started_at=started,
+                    completed_at=utcnow(),
+                )
+            )
+            index += 1
+            data = output
+            run.data = output
+            instance.current_step = instance.completed_steps = index
+            instance.data = stored
+            if index < n:
+                await self._persist(run)
+
+    async def _execute(self, run: _Run, ps: PlannedStep, data: Any) -> tuple[Any, int]:
+        policy = ps.policy
+        first = run.attempt_base.pop(ps.index, 1) if run.attempt_base else 1
+        attempt = first
+        while True:
+            ctx = StepContext(
+                run.id, ps.id, attempt, ps.index, run.plan.id, False, run.instance.metadata
+            )
+            self._emit(
+                run,
+                EventType.SAGA_STEP_STARTED,
+                step_id=ps.id,
+                attempt=attempt,
+                max_attempts=policy.max_attempts,
+            )
+            await self._flush(run)
+            began = time.perf_counter()
+            try:
+                async with self._workers:
+                    if ps.timeout is None:
+                        output = await ps.execute(ctx, data)
+                    else:
+                        window = asyncio.timeout(ps.timeout)
+                        try:
+                            async with window:
+                                output = await ps.execute(ctx, data)
+                        except TimeoutError:
+                            if not window.expired():
+                                raise
+                            raise StepTimeoutError(
+                                f"step {ps.id!r} exceeded its timeout of {ps.timeout}s"
+                            ) from None
+            except Exception as exc:
+                elapsed = timedelta(seconds=time.perf_counter() - began)
+                error = SagaError.from_exception(exc)
+                retryable = may_retry(ps.step, exc)
+                local = attempt - first + 1
+                retry = retryable and policy.should_retry(local, exc)
+                self._c.steps += 1
+                self._emit(
+                    run,
+                    EventType.SAGA_STEP_FAILED,
+                    step_id=ps.id,
+                    attempt=attempt,
+                    max_attempts=policy.max_attempts,
+                    duration=elapsed,
+                    error=error,
+                )
+                await self.storage.save_step_state(
+                    StepState(run.id, ps.id, ps.index, StepStatus.FAILED, attempt, error=error)
+                )
+                if retry:
+                    delay = policy.delay(local)
+                    self._c.retries += 1
+                    self._emit(
+                        run,
+                        EventType.RETRY_ATTEMPTED,
+                        step_id=ps.id,
+                        attempt=attempt + 1,
+                        max_attempts=policy.max_attempts,
+                        error=error,
+                        duration=timedelta(seconds=delay),
+                    )
+                    await self._flush(run)
+                    await self._sleep(run, delay)
+                    if run.cancel_reason is not None:
+                        raise _Cancelled from None
+                    attempt += 1
+                    continue
+                if retryable and policy.max_attempts > 1:
+                    self._emit(
+                        run,
+                        EventType.RETRY_EXHAUSTED,
+                        step_id=ps.id,
+                        attempt=attempt,
+                        max_attempts=policy.max_attempts,
+                        error=error,
+                    )
+                await self._flush(run)
+                raise _StepFailed(error) from exc
+            self._c.steps += 1
+            self._emit(
+                run,
+                EventType.SAGA_STEP_COMPLETED,
+                step_id=ps.id,
+                attempt=attempt,
+                max_attempts=policy.max_attempts,
+                duration=timedelta(seconds=time.perf_counter() - began),
+                data=output if output is None else ps.codec.dump(output),
+            )
+            return output, attempt
+
+    async def _complete(self, run: _Run) -> SagaInstance:
+        instance = run.instance
+        instance.state = SagaState.COMPLETED
+        instance.result = instance.data
+        instance.error = None
+        now = utcnow()
+        instance.end_time = now
+        elapsed = now - instance.start_time if instance.start_time else _ZERO
+        self._emit(
+            run,
+            EventType.SAGA_COMPLETED,
+            previous_state=SagaState.RUNNING.value,
+            new_state=SagaState.COMPLETED.value,
+            duration=elapsed,
+            data=instance.result if not self._objects else self._dump_result(run),
+        )
+        await self._persist(run, release=True)
+        self._finished(SagaState.COMPLETED, elapsed)
+        return self._present(run.plan, instance, run.data)
+
+    def _dump_result(self, run: _Run) -> Any:
+        if run.data is None or not run.plan.steps:
+            return run.data
+        return run.plan.steps[-1].codec.dump(run.data)
+
+    async def _compensate(
+        self, run: _Run, target_state: SagaState, reason: SagaError | None
+    ) -> SagaInstance:
+        plan = run.plan
+        instance = run.instance
+        targets = [CompensationTarget(ps.id, ps.index, out, reason) for ps, out in run.completed]
+        selected = plan.compensation.select(targets)
+        failures: list[tuple[CompensationTarget, BaseException]] = []
+        began = time.perf_counter()
+        if selected:
+            if instance.state is not SagaState.COMPENSATING:
+                previous = instance.state
+                instance.state = SagaState.COMPENSATING
+                instance.error = reason
+                instance.metadata[OUTCOME_KEY] = target_state.value
+                self._emit(
+                    run,
+                    EventType.COMPENSATION_STARTED,
+                    previous_state=previous.value,
+                    new_state=SagaState.COMPENSATING.value,
+                    error=reason,
+                )
+                await self._persist(run)
+            chosen = {t.index for t in selected}
+            for target in targets:
+                if target.index not in chosen:
+                    await self._record_compensation(run, target, StepStatus.SKIPPED)
+            failures = await plan.compensation.run(
+                selected, lambda t: self._compensate_one(run, t)
+            )
+        final_state = target_state
+        error = reason
+        if failures:
+            final_state = SagaState.FAILED
+            first_target, first_exc = failures[0]
+            error = SagaError(
+                code="compensation_failed",
+                message=(
+                    f"compensation of step {first_target.step_id!r} failed: {first_exc}"
+                    + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
+                ),
+                type=ErrorType.COMPENSATION,
+                details={
+                    "failed_steps": [t.step_id for t, _ in failures],
+                    "errors": [
+                        f"{t.step_id}: {type(e).__name__}: {e}" for t, e in failures
+                    ],
+                    "intended_state": target_state.value,
+                },
+                cause=reason,
+            )
+            self._emit(
+                run,
+                EventType.COMPENSATION_FAILED,
+                previous_state=SagaState.COMPENSATING.value,
+                new_state=SagaState.FAILED.value,
+                error=error,
+                duration=timedelta(seconds=time.perf_counter() - began),
+            )
+        elif selected:
+            self._emit(
+                run,
+                EventType.COMPENSATION_COMPLETED,
+                previous_state=SagaState.COMPENSATING.value,
+                new_state=target_state.value,
+                duration=timedelta(seconds=time.perf_counter() - began),
+            )
+        last_state: SagaState = instance.state
+        instance.state = final_state
+        instance.error = error
+        now = utcnow()
+        instance.end_time = now
+        elapsed = now - instance.start_time if instance.start_time else _ZERO
+        self._emit(
+            run,
+            _TERMINAL_EVENT[final_state],
+            previous_state=last_state.value,
+            new_state=final_state.value,
+            error=error,
+            duration=elapsed,
+        )
+        await self._persist(run, release=True)
+        self._finished(final_state, elapsed)
+        return self._present(plan, instance, run.data)
+
+    async def _compensate_one(self, run: _Run, target: CompensationTarget) -> None:
+        ps = run.plan.steps[target.index]
+        policy = ps.policy
+        timeout = run.plan.compensation.timeout
+        attempt = 1
+        self._emit(run, EventType.COMPENSATION_STEP_STARTED, step_id=ps.id, attempt=1)
+        await self._flush(run)
+        while True:
+            ctx = StepContext(run.id, ps.id, attempt, ps.index, run.plan.id, True,
+                              run.instance.metadata)
+            began = time.perf_counter()
+            try:
+                if timeout is None:
+                    await ps.compensate(ctx, target.output)
+                else:
+                    window = asyncio.timeout(timeout)
+                    try:
+                        async with window:
+                            await ps.compensate(ctx, target.output)
+                    except TimeoutError:
+                        if not window.expired():
+                            raise
+                        raise StepTimeoutError(
+                            f"compensation of step {ps.id!r} exceeded {timeout}s"
+                        ) from None
+            except Exception as exc:
+                error = SagaError.from_exception(exc, type=ErrorType.COMPENSATION)
+                retryable = may_retry(ps.step, exc)
+                retry = retryable and policy.should_retry(attempt, exc)
+                self._emit(
+                    run,
+                    EventType.COMPENSATION_STEP_FAILED,
+                    step_id=ps.id,
+                    attempt=attempt,
+                    max_attempts=policy.max_attempts,
+                    duration=timedelta(seconds=time.perf_counter() - began),
+                    error=error,
+                )
+                if retry:
+                    delay = policy.delay(attempt)
+                    self._c.retries += 1
+                    self._emit(
+                        run,
+                        EventType.RETRY_ATTEMPTED,
+                        step_id=ps.id,
+                        attempt=attempt + 1,
+                        max_attempts=policy.max_attempts,
+                        error=error,
+                        duration=timedelta(seconds=delay),
+                        metadata={"definition_id": run.plan.id, "phase": "compensation"},
+                    )
+                    await self._flush(run)
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+                if retryable and policy.max_attempts > 1:
+                    self._emit(
+                        run,
+                        EventType.RETRY_EXHAUSTED,
+                        step_id=ps.id,
+                        attempt=attempt,
+                        max_attempts=policy.max_attempts,
+                        error=error,
+                        metadata={"definition_id": run.plan.id, "phase": "compensation"},
+                    )
+                await self._record_compensation(
+                    run, target, StepStatus.COMPENSATION_FAILED, attempt, error
+                )
+                await self._flush(run)
+                raise
+            self._c.compensations += 1
+            self._emit(
+                run,
+                EventType.COMPENSATION_STEP_COMPLETED,
+                step_id=ps.id,
+                attempt=attempt,
+                max_attempts=policy.max_attempts,
+                duration=timedelta(seconds=time.perf_counter() - began),
+            )
+            await self._record_compensation(run, target, StepStatus.COMPENSATED, attempt)
+            await self._flush(run)
+            return
+
+    async def _record_compensation(
+        self,
+        run: _Run,
+        target: CompensationTarget,
+        status: StepStatus,
+        attempt: int = 0,
+        error: SagaError | None = None,
+    ) -> None:
+        ps = run.plan.steps[target.index]
+        output = target.output if self._objects else ps.codec.dump(target.output)
+        await self.storage.save_step_state(
+            StepState(
+                run.id,
+                ps.id,
+                ps.index,
+                status,
+                output=output,
+                completed_at=utcnow(),
+                compensation_attempt=attempt,
+                compensation_error=error,
+            )
+        )
+
+    async def _sleep(self, run: _Run, delay: float) -> None:
+        """Wait ``delay`` seconds, or less if the saga is cancelled meanwhile."""
+        if delay <= 0 or run.cancel_reason is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+        run.wake = wake
+        handle = loop.call_later(delay, _settle, wake)
+        try:
+            await wake
+        finally:
+            handle.cancel()
+            run.wake = None
+
+    def _finished(self, state: SagaState, elapsed: timedelta) -> None:
+        c = self._c
+        c.ended += 1
+        c.duration_sum += elapsed.total_seconds()
+        if state is SagaState.COMPLETED:
+            c.completed += 1
+        elif state is SagaState.COMPENSATED:
+            c.compensated += 1
+        elif state is SagaState.FAILED:
+            c.failed += 1
+        elif state is SagaState.CANCELLED:
+            c.cancelled += 1
+        elif state is SagaState.TIMED_OUT:
+            c.timed_out += 1
+
+    # -- persistence and leases -----------------------------------------------------------------
+
+    async def _persist(self, run: _Run, *, release: bool = False) -> None:
+        """Write the saga (version-fenced), extending or releasing this coordinator's lease."""
+        if run.renewing is not None:
+            await run.renewing
+        if run.lost:
+            raise asyncio.CancelledError
+        instance = run.instance
+        now = utcnow()
+        instance.updated_at = now
+        if release:
+            instance.lease_owner = None
+            instance.lease_expires_at = None
+        else:
+            instance.lease_owner = self.instance_id
+            instance.lease_expires_at = now + self._lease_delta
+        run.writing = True
+        try:
+            if self._outbox is not None:
+                await self._save_with_outbox(run)
+            else:
+                await self.storage.save_saga(instance)
+        finally:
+            run.writing = False
+        run.lease_deadline = asyncio.get_running_loop().time() + self.lease_ttl
+        await self._flush(run)
+
+    async def _save_with_outbox(self, run: _Run) -> None:
+        assert self._outbox is not None
+        pending, run.pending = run.pending, []
+        messages = self._outbox(pending) if pending else ()
+        self._c.events += len(pending)
+        await self.storage.save_saga(run.instance, outbox_messages=messages)  # type: ignore[call-arg]
+
+    async def _keep(self) -> None:
+        """Renew leases of running sagas; optionally re-run recovery periodically."""
+        interval = self.lease_ttl / 3
+        loop = asyncio.get_running_loop()
+        next_recovery = (
+            None if self.recovery_interval is None else loop.time() + self.recovery_interval
+        )
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for run in list(self._runs.values()):
+                if run.lost or run.writing or run.renewing is not None:
+                    continue
+                if run.lease_deadline - now > self.lease_ttl - interval:
+                    continue  # written recently: the write renewed the lease
+                await self._renew(run)
+            if next_recovery is not None and now >= next_recovery:
+                next_recovery = now + (self.recovery_interval or 0.0)
+                try:
+                    await self.recover()
+                except Exception:
+                    log.warning("periodic saga recovery failed", exc_info=True)
+
+    async def _renew(self, run: _Run) -> None:
+        loop = asyncio.get_running_loop()
+        run.renewing = loop.create_future()
+        try:
+            leased = await self.storage.acquire_lease(run.id, self.instance_id, self.lease_ttl)
+        except Exception:
+            log.warning("saga %s: lease renewal failed", run.id, exc_info=True)
+            if loop.time() >= run.lease_deadline - self.lease_ttl / 6:
+                self._lose(run, cancel=True)  # about to expire: stop before someone adopts it
+        else:
+            if leased is None or leased.lease_owner != self.instance_id:
+                self._lose(run, cancel=True)
+            else:
+                run.instance.version = leased.version
+                run.instance.lease_owner = leased.lease_owner
+                run.instance.lease_expires_at = leased.lease_expires_at
+                run.lease_deadline = loop.time() + self.lease_ttl
+        finally:
+            waiter, run.renewing = run.renewing, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        run: _Run,
+        type: EventType,
+        *,
+        step_id: str = "",
+        attempt: int = 0,
+        max_attempts: int = 0,
+        duration: timedelta = _ZERO,
+        error: SagaError | None = None,
+        previous_state: Any = None,
+        new_state: Any = None,
+        data: Any = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        run.pending.append(
+            SagaEvent(
+                saga_id=run.id,
+                type=type,
+                id=self._new_id(),
+                step_id=step_id,
+                correlation_id=run.id,
+                data=data,
+                previous_state=previous_state,
+                new_state=new_state,
+                error=error,
+                duration=duration,
+                attempt=attempt,
+                max_attempts=max_attempts,
+                metadata=run.meta if metadata is None else metadata,
+                source="sagamesh.saga",
+                trace_id=run.instance.trace_id,
+                instance_id=self.instance_id,
+            )
+        )
+
+    async def _flush(self, run: _Run) -> None:
+        if not run.pending or self._outbox is not None:
+            return
+        pending, run.pending = run.pending, []
+        try:
+            if len(pending) > 1 and self._publish_batch is not None:
+                await self._publish_batch(pending)
+            else:
+                for event in pending:
+                    await self.publisher.publish_saga_event(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._c.publish_failures += len(pending)
+            log.warning("saga %s: publishing %d event(s) failed", run.id, len(pending),
+                        exc_info=True)
+            return
+        self._c.events += len(pending)
+
+    # -- presentation ---------------------------------------------------------------------------
+
+    def _present(self, plan: Plan, instance: SagaInstance, data: Any) -> SagaInstance:
+        out = copy.copy(instance)
+        out.metadata = dict(instance.metadata)
+        if not self._objects:
+            out.data = data
+            if instance.state is SagaState.COMPLETED:
+                out.result = data
+        return out
+
+    def _present_stored(self, stored: SagaInstance) -> SagaInstance:
+        if self._objects:
+            return stored
+        plan = self._plans.get(stored.definition_id)
+        if plan is None:
+            return stored
+        stored.data = plan.data_codec(stored.current_step).load(stored.data)
+        if stored.result is not None and plan.steps:
+            stored.result = plan.steps[-1].codec.load(stored.result)
+        return stored
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
