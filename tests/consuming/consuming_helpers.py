@@ -72,3 +72,17 @@ async def turns_until(cond: object, max_turns: int = 200_000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("condition not reached")
+
+
+async def poll_until(cond: object, within: float = 10.0, every: float = 0.005) -> None:
+    """Wait (bounded) for a condition driven by timers elsewhere, e.g. a background task."""
+    assert callable(cond)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    for _ in range(1_000_000):
+        if cond():
+            return
+        if loop.time() > deadline:
+            break
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not reached within {within}s")
