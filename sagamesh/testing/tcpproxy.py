@@ -111,9 +111,24 @@ class TcpProxy:
         await asyncio.sleep(0)  # let the pumps observe the abort
         return cut
 
+    async def outage(self, duration: float) -> int:
+        """Sever every connection and refuse new ones for ``duration`` seconds; returns (with
+        the number cut) once connections are accepted again, like a restarted server."""
+        cut = await self.sever(down_for=duration)
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._refusing)
+        return cut
+
     def _accept_again(self) -> None:
         self._refusing = False
         self._reopen = None
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     def _cut_all(self) -> int:
         links = list(self._links)
@@ -153,8 +168,7 @@ class TcpProxy:
             link.pumps.append(task)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        async with self._changed:
-            self._changed.notify_all()
+        await self._notify()
 
     async def _pump(
         self, link: _Link, src: asyncio.StreamReader, dst: asyncio.StreamWriter

@@ -40,6 +40,8 @@ class RabbitOptions:
     tx_channels: int = 4
     """Channels kept for native transactions (one transaction uses one channel at a time)."""
     connect_timeout: float = 10.0
+    drain_timeout: float = 10.0
+    """How long closing a subscription waits for running handlers before cancelling them."""
 
     def __post_init__(self) -> None:
         if not self.exchange:

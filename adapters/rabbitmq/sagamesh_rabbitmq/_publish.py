@@ -40,10 +40,39 @@ class ConfirmingPublisher:
         self._mandatory = mandatory
         self.closed = False
         self.retries = 0
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _enter(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
+
+    async def drain(self, limit: float) -> bool:
+        """Wait (at most ``limit`` s) until every publish that started has finished."""
+        try:
+            async with asyncio.timeout(limit):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def publish(self, exchange: str, routing_key: str, body: bytes,
                       props: Basic.Properties, *, mandatory: bool | None = None) -> None:
         """Return once RabbitMQ confirmed; raise a sagamesh error otherwise."""
+        self._enter()
+        try:
+            await self._publish(exchange, routing_key, body, props, mandatory)
+        finally:
+            self._leave()
+
+    async def _publish(self, exchange: str, routing_key: str, body: bytes,
+                       props: Basic.Properties, mandatory: bool | None) -> None:
         from aiormq.exceptions import AMQPError, DeliveryError, PublishError
 
         loop = asyncio.get_running_loop()
@@ -102,6 +131,16 @@ class ConfirmingPublisher:
         results: list[Exception | None] = [None] * len(items)
         if not items:
             return results
+        self._enter()  # counted before the first await, so close() waits for the whole batch
+        try:
+            await self._publish_many(exchange, items, results)
+        finally:
+            self._leave()
+        return results
+
+    async def _publish_many(self, exchange: str,
+                            items: Sequence[tuple[str, bytes, Basic.Properties]],
+                            results: list[Exception | None]) -> None:
         window = asyncio.Semaphore(self._window)
         loop = asyncio.get_running_loop()
 
@@ -126,4 +165,3 @@ class ConfirmingPublisher:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        return results

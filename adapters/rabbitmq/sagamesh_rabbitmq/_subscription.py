@@ -83,12 +83,14 @@ def _stale(raw: AbstractIncomingMessage) -> bool:
 
 class RabbitSubscription:
     def __init__(self, broker: RabbitBroker, topic: str, group: str | None, queue_name: str,
-                 handler: MessageHandler, *, max_in_flight: int, ordered: bool) -> None:
+                 handler: MessageHandler, *, max_in_flight: int, ordered: bool,
+                 drain_timeout: float = 10.0) -> None:
         self.topic = topic
         self.group = group
         self.queue_name = queue_name
         self.max_in_flight = max(1, max_in_flight)
         self.ordered = ordered
+        self.drain_timeout = drain_timeout
         self._broker = broker
         self._handler = handler
         self._channel: AbstractRobustChannel | None = None
@@ -228,7 +230,8 @@ class RabbitSubscription:
     # -- closing -----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop consuming; unsettled and held-back deliveries go back to the queue."""
+        """Stop consuming; let running handlers finish (up to ``drain_timeout``, then cancel
+        them); every unsettled or held-back delivery goes back to the queue."""
         if self._closed:
             return
         self._closed = True
@@ -241,10 +244,12 @@ class RabbitSubscription:
                     await self._queue.cancel(self._tag)
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, running = await asyncio.wait(tasks, timeout=self.drain_timeout)
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
         self._waiting.clear()
         if self._channel is not None:
             with contextlib.suppress(Exception):

@@ -131,11 +131,14 @@ class RabbitBroker:
         """Cancel consumers (unsettled messages return to their queues), then disconnect."""
         if self._closed:
             return
-        self._closed = True
-        if self._publisher is not None:
-            self._publisher.closed = True
+        self._closed = True  # no new publishes or subscriptions from here on
         await asyncio.gather(*(sub.close() for sub in list(self._subs)),
                              return_exceptions=True)
+        publisher = self._publisher
+        if publisher is not None:
+            # Flush: publishes already started (and handlers' retries) get their confirm first.
+            await publisher.drain(self.options.publish_timeout)
+            publisher.closed = True
         await self._tx.close()
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -143,7 +146,6 @@ class RabbitBroker:
                 await connection.close()
         self._publish_channel = self._topology_channel = None
         self._publisher = None
-        self._delay_declared.clear()
 
     async def __aenter__(self) -> RabbitBroker:
         await self.connect()
@@ -190,8 +192,13 @@ class RabbitBroker:
         return merged
 
     async def _republish(self, queue: str, body: bytes, props: Basic.Properties) -> None:
-        """Confirmed publish straight into ``queue`` (default exchange): retries, delays."""
-        await self._require_publisher().publish("", queue, body, props, mandatory=False)
+        """Confirmed publish straight into ``queue`` (default exchange): retries, delays.
+
+        Allowed while the broker closes, so handlers being drained can still retry."""
+        publisher = self._publisher
+        if publisher is None:
+            raise BrokerUnavailableError("RabbitMQ broker is not connected")
+        await publisher.publish("", queue, body, props, mandatory=False)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[BrokerTransaction]:
@@ -237,7 +244,8 @@ class RabbitBroker:
             if not anonymous:
                 self._group_queues.add(queue_name)
             sub = RabbitSubscription(self, topic, group, queue_name, handler,
-                                     max_in_flight=max_in_flight, ordered=ordered)
+                                     max_in_flight=max_in_flight, ordered=ordered,
+                                     drain_timeout=self.options.drain_timeout)
             self._subs.add(sub)
             await sub.start(channel, queue)
         except BaseException as exc:
@@ -296,6 +304,12 @@ class RabbitBroker:
         return Health(healthy=True, broker=self.name, detail="connected", latency=latency,
                       extra=extra)
 
+    def declared_queues(self) -> list[str]:
+        """Durable queues this broker declared: consumer-group queues and delay queues."""
+        names = set(self._group_queues)
+        names |= {topology.delay_queue(t, ms) for t, ms in self._delay_declared}
+        return sorted(names)
+
     async def delete_topology(self, *queues: str) -> None:
         """Delete the exchange, the group and delay queues this broker declared and ``queues``.
 
@@ -304,9 +318,7 @@ class RabbitBroker:
         channel = self._topology_channel
         if channel is None:
             raise BrokerUnavailableError("RabbitMQ broker is not connected")
-        names = set(queues) | self._group_queues
-        names |= {topology.delay_queue(t, ms) for t, ms in self._delay_declared}
-        for name in names:
+        for name in set(queues) | set(self.declared_queues()):
             with contextlib.suppress(Exception):
                 await channel.queue_delete(name)
         with contextlib.suppress(Exception):
