@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from ...dlq_message import dead_letter
 from ...errors import InvalidEventError, PublishTimeoutError, SerializationError
 from ...retry import RetryPolicy, is_retryable_error
+from .._eager import DONE, step
 from ..metrics import ReliabilityMetrics
 from ..stage import CallNext, Publication
 
@@ -60,14 +61,20 @@ class ReliabilityStage:
         self._clock = clock
 
     async def _attempt(self, pub: Publication, call_next: CallNext, limit: float) -> None:
-        """One attempt; afterwards ``pub.results`` holds one entry per message."""
-        timeout = asyncio.timeout(limit)
+        """One attempt; afterwards ``pub.results`` holds one entry per message.
+
+        The attempt is stepped eagerly: the timeout is armed only if it has to wait.
+        """
+        timeout: asyncio.Timeout | None = None
         try:
-            async with timeout:
-                await call_next(pub)
+            rest = step(call_next(pub))
+            if rest is not DONE:
+                timeout = asyncio.timeout(limit)
+                async with timeout:
+                    await rest
         except TimeoutError as exc:
             error: BaseException = exc
-            if timeout.expired():
+            if timeout is not None and timeout.expired():
                 self._metrics.timeouts += 1
                 error = PublishTimeoutError(f"not confirmed within {limit:g}s")
             pub.results = [error] * len(pub.messages)
