@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
-_NS_PER_US = 1000
-_US_PER_DAY = 86_400_000_000
+_ONE_US: Final = timedelta(microseconds=1)
 
 
 def duration_to_ns(value: timedelta) -> int:
     """Integer nanoseconds, as Go's ``time.Duration`` puts it on the wire (exact)."""
-    return ((value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds) * _NS_PER_US
+    return ((value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds) * 1000
 
 
 def ns_to_duration(ns: int) -> timedelta:
-    """A timedelta from nanoseconds, rounded half up to the microsecond timedelta can hold."""
-    return timedelta(microseconds=(ns + 500) // _NS_PER_US)
+    """A timedelta from nanoseconds, rounded half up to the microsecond timedelta can hold.
+
+    Multiplying a timedelta is several times cheaper than calling the constructor.
+    """
+    return _ONE_US * ((ns + 500) // 1000)
 
 
 def as_utc(value: datetime) -> datetime:

@@ -20,7 +20,14 @@ def _json() -> Serializer:
     return JsonSerializer()
 
 
-_FACTORIES: Final[dict[str, Callable[[], Serializer]]] = {"json": _json}
+@cache
+def _protobuf() -> Serializer:
+    from .protobuf_serializer import ProtobufSerializer
+
+    return ProtobufSerializer()
+
+
+_FACTORIES: Final[dict[str, Callable[[], Serializer]]] = {"json": _json, "protobuf": _protobuf}
 _CONTENT_TYPES: Final = {JSON_CONTENT_TYPE: "json", PROTOBUF_CONTENT_TYPE: "protobuf"}
 
 SERIALIZER_NAMES: Final = tuple(_FACTORIES)

@@ -1,0 +1,1 @@
+"""Generated protobuf code for the saga event envelope (regenerate with ``make proto``)."""
