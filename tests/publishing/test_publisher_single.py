@@ -156,3 +156,28 @@ async def test_transaction_id_must_be_non_empty(broker: MemoryBroker) -> None:
     event = SagaEvent(saga_id="s", type=EventType.SAGA_STARTED)
     await publisher.publish_with_transaction(event)
     assert broker.published == 1
+
+
+async def test_cancelled_publish_counts_as_failed_and_does_not_block_close() -> None:
+    async with FaultyBroker(MemoryBroker(), confirm_delay=10.0) as broker:
+        publisher = SagaEventPublisher(broker, PublisherConfig(timeout=30.0))
+        task = asyncio.create_task(publisher.publish_saga_event(make_event()))
+        await asyncio.sleep(0)
+        assert broker.delayed == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert publisher.get_metrics().failed_count == 1 and broker.confirmed == 0
+        async with asyncio.timeout(5):
+            await publisher.close()
+
+
+async def test_close_timeout_cancels_stuck_async_batches() -> None:
+    async with FaultyBroker(MemoryBroker(), confirm_delay=10.0) as broker:
+        publisher = SagaEventPublisher(broker, PublisherConfig(timeout=30.0,
+                                                               close_timeout=0.1))
+        task = publisher.publish_batch_async([make_event(), make_event()])
+        async with asyncio.timeout(5):
+            await publisher.close()
+        assert task.cancelled() and publisher.closed
+        assert broker.confirmed == 0
