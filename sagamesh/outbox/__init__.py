@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PostgresOutbox", "RedisOutbox", "outbox_relay"]
+__all__ = ["PostgresOutbox", "RedisOutbox", "outbox_relay", "saga_event_encoder"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from .relay import outbox_relay
 
         return outbox_relay
+    if name == "saga_event_encoder":
+        from .events import saga_event_encoder
+
+        return saga_event_encoder
     raise AttributeError(name)

@@ -11,9 +11,7 @@ from sagamesh.saga.storage.redis import RedisStateStorage
 
 
 async def drop_redis_prefix(storage: RedisStateStorage) -> None:
-    keys = [k async for k in storage.client.scan_iter(match=f"{storage.prefix}:*", count=1000)]
-    if keys:
-        await storage.client.delete(*keys)
+    await storage.drop_prefix()
 
 
 @pytest.fixture(params=["redis", "postgres"])

@@ -299,6 +299,13 @@ class RedisStateStorage:
             except SagaNotFoundError:
                 return
 
+    async def drop_prefix(self) -> int:
+        """Delete every key under the prefix (tests and teardown of throwaway deployments)."""
+        keys = [k async for k in self._redis.scan_iter(match=f"{self.prefix}:*", count=1000)]
+        if keys:
+            await self._redis.delete(*keys)
+        return len(keys)
+
     async def close(self) -> None:
         if self._owns_client:
             await self._redis.aclose()
