@@ -224,11 +224,16 @@ class OutboxRelay:
                     await self._sleep(delay)
 
     async def close(self, *, drain: bool = True, drain_within: float = 30.0) -> None:
-        """Stop the background task; with ``drain``, first publish what is pending."""
+        """Stop the background task; with ``drain``, first publish what is pending.
+
+        A relay that was never started touches nothing (a durable store is not even opened).
+        """
         if self._closed:
             return
         self._closed = True
         task, self._task = self._task, None
+        if task is None:  # never started: nothing was added through this relay
+            return
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -356,8 +356,15 @@ class SagaEventPublisher:
                 self._state = _CLOSED
                 self._closed_event.set()
 
-    async def __aenter__(self) -> SagaEventPublisher:
+    async def start(self) -> None:
+        """Start the outbox relay now, so records a previous process left in a durable outbox
+        are published without waiting for the next transaction (``async with`` does this)."""
         self._check_open()
+        if self._relay is not None:
+            self._relay.start()
+
+    async def __aenter__(self) -> SagaEventPublisher:
+        await self.start()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

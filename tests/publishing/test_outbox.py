@@ -124,5 +124,31 @@ async def test_close_gives_up_draining_after_its_deadline() -> None:
         outbox = MemoryOutbox()
         await outbox.add("tx", [msg(1, "a")])
         relay = OutboxRelay(outbox, broker, retry_policy=FixedDelayRetryPolicy(10**6, 0.01))
+        relay.start()
         await relay.close(drain=True, drain_within=0.1)
         assert len(outbox) == 1 and broker.attempts >= 2
+
+
+async def test_a_never_started_relay_does_not_touch_its_store() -> None:
+    class Watched(MemoryOutbox):
+        calls = 0
+
+        async def pending(self, limit: int):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            return await super().pending(limit)
+
+    outbox = Watched()
+    await OutboxRelay(outbox, MemoryBroker()).close()
+    assert outbox.calls == 0
+
+
+async def test_publisher_start_relays_what_a_previous_process_left() -> None:
+    from sagamesh.publishing import PublisherConfig, SagaEventPublisher
+
+    outbox = MemoryOutbox()
+    await outbox.add("tx-from-before-the-crash", [msg(1, "a"), msg(2, "a")])
+    async with MemoryBroker() as broker:
+        seen = await collect(broker, "t")
+        async with SagaEventPublisher(broker, PublisherConfig(outbox=outbox)):
+            await seen.wait_for(2)
+        assert seen.ids == ["m1", "m2"] and outbox.sent == 2
