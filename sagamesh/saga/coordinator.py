@@ -11,7 +11,6 @@ cancels a saga whose lease it cannot keep.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import os
 import random
@@ -35,9 +34,11 @@ from ..errors import (
 )
 from ..events import ErrorType, EventType, SagaError, SagaEvent
 from ..message import Message
+from ._clone import clone_instance
 from .compensation import CompensationTarget
 from .config import ConcurrencyConfig, CoordinatorHealth, CoordinatorMetrics
 from .definition import SagaDefinition
+from .gate import Gate
 from .plan import Plan, PlannedStep, compile_plan
 from .publisher import InMemoryEventPublisher, SagaEventSink
 from .state import SagaInstance, SagaState, StepState, StepStatus, utcnow
@@ -201,8 +202,8 @@ class SagaCoordinator:
         self._publish_batch = batch if callable(batch) else None
         self._plans: dict[str, Plan] = {}
         self._runs: dict[str, _Run] = {}
-        self._slots = asyncio.Semaphore(self.concurrency.max_concurrent_sagas)
-        self._workers = asyncio.Semaphore(self.concurrency.worker_pool_size)
+        self._slots = Gate(self.concurrency.max_concurrent_sagas)
+        self._workers = Gate(self.concurrency.worker_pool_size)
         self._acquire_timeout = require_seconds(self.concurrency.acquire_timeout)
         self._c = _Counters()
         self._new_id = _id_factory()
@@ -578,8 +579,7 @@ class SagaCoordinator:
         run.task = asyncio.get_running_loop().create_task(self._drive(run), name=f"saga:{run.id}")
 
     async def _acquire_slot(self) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()
+        if self._slots.try_acquire():
             return
         try:
             async with asyncio.timeout(self._acquire_timeout):
@@ -721,22 +721,25 @@ class SagaCoordinator:
             )
             await self._flush(run)
             began = time.perf_counter()
+            workers = self._workers
+            if not workers.try_acquire():
+                await workers.acquire()
             try:
-                async with self._workers:
-                    if ps.timeout is None:
-                        output = await ps.execute(ctx, data)
-                    else:
-                        window = asyncio.timeout(ps.timeout)
-                        try:
-                            async with window:
-                                output = await ps.execute(ctx, data)
-                        except TimeoutError:
-                            if not window.expired():
-                                raise
-                            raise StepTimeoutError(
-                                f"step {ps.id!r} exceeded its timeout of {ps.timeout}s"
-                            ) from None
+                if ps.timeout is None:
+                    output = await ps.execute(ctx, data)
+                else:
+                    window = asyncio.timeout(ps.timeout)
+                    try:
+                        async with window:
+                            output = await ps.execute(ctx, data)
+                    except TimeoutError:
+                        if not window.expired():
+                            raise
+                        raise StepTimeoutError(
+                            f"step {ps.id!r} exceeded its timeout of {ps.timeout}s"
+                        ) from None
             except Exception as exc:
+                workers.release()
                 elapsed = timedelta(seconds=time.perf_counter() - began)
                 error = SagaError.from_exception(exc)
                 retryable = may_retry(ps.step, exc)
@@ -784,6 +787,10 @@ class SagaCoordinator:
                     )
                 await self._flush(run)
                 raise _StepFailed(error) from exc
+            except BaseException:
+                workers.release()
+                raise
+            workers.release()
             self._c.steps += 1
             self._emit(
                 run,
@@ -1181,8 +1188,7 @@ class SagaCoordinator:
     # -- presentation ---------------------------------------------------------------------------
 
     def _present(self, plan: Plan, instance: SagaInstance, data: Any) -> SagaInstance:
-        out = copy.copy(instance)
-        out.metadata = dict(instance.metadata)
+        out = clone_instance(instance)
         if not self._objects:
             out.data = data
             if instance.state is SagaState.COMPLETED:

@@ -1,28 +1,25 @@
 """Saga state in process memory: the embedded default and the reference for the protocol.
 
-Records are copied on the way in and out (shallow: the instance and its metadata, never the user
-data, which the coordinator treats as immutable), so a caller holding an instance cannot change
-what is stored and a stale write is caught by the version check exactly as on Redis/PostgreSQL.
+Saga records are copied on the way in and out (shallow: the instance and its metadata, never the
+user data, which the coordinator treats as immutable), so a caller holding an instance cannot
+change what is stored and a stale write is caught by the version check exactly as on
+Redis/PostgreSQL. Step records are kept as handed over (the coordinator writes a fresh record
+each time) and copied on the way out.
 Every method completes without awaiting anything, so each call is atomic under asyncio.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from ...errors import ConcurrencyConflictError, SagaNotFoundError
 from ...events import SagaError
+from .._clone import clone_instance as _clone
+from .._clone import clone_step
 from ..state import SagaInstance, SagaState, StepState, utcnow
 from .base import SagaFilter
-
-
-def _clone(saga: SagaInstance) -> SagaInstance:
-    out = copy.copy(saga)
-    out.metadata = dict(saga.metadata)
-    return out
 
 
 class MemoryStateStorage:
@@ -117,13 +114,13 @@ class MemoryStateStorage:
         steps = self._steps.get(step.saga_id)
         if steps is None:
             steps = self._steps[step.saga_id] = {}
-        steps[step.step_id] = copy.copy(step)
+        steps[step.step_id] = step
 
     async def get_step_states(self, saga_id: str) -> Sequence[StepState]:
         steps = self._steps.get(saga_id)
         if not steps:
             return []
-        return sorted((copy.copy(s) for s in steps.values()), key=lambda s: s.step_index)
+        return sorted((clone_step(s) for s in steps.values()), key=lambda s: s.step_index)
 
     async def cleanup_expired_sagas(self, older_than: datetime) -> int:
         expired = [

@@ -1,0 +1,110 @@
+"""Shared bits for the saga tests: a call recorder and ready-made steps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagamesh.errors import BusinessError
+from sagamesh.events import EventType, SagaEvent
+from sagamesh.saga import (
+    ConcurrencyConfig,
+    InMemoryEventPublisher,
+    MemoryStateStorage,
+    SagaCoordinator,
+    StepContext,
+    step,
+)
+from sagamesh.saga.step import FunctionStep
+
+
+@dataclass
+class Recorder:
+    """What steps did, in order: ("exec"|"comp", step_id, attempt, input)."""
+
+    calls: list[tuple[str, str, int, Any]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    def executed(self) -> list[str]:
+        return [c[1] for c in self.calls if c[0] == "exec"]
+
+    def compensated(self) -> list[str]:
+        return [c[1] for c in self.calls if c[0] == "comp"]
+
+    def step(
+        self,
+        step_id: str,
+        *,
+        fail: Callable[[int], BaseException | None] | None = None,
+        comp_fail: Callable[[int], BaseException | None] | None = None,
+        **kwargs: Any,
+    ) -> FunctionStep:
+        """A step appending its id to the data list; ``fail(attempt)`` may return an error."""
+
+        async def execute(ctx: StepContext, data: Any) -> Any:
+            self.calls.append(("exec", step_id, ctx.attempt, data))
+            self.keys.append(ctx.idempotency_key)
+            await asyncio.sleep(0)
+            if fail is not None:
+                error = fail(ctx.attempt)
+                if error is not None:
+                    raise error
+            return [*data, step_id]
+
+        async def compensate(ctx: StepContext, data: Any) -> None:
+            self.calls.append(("comp", step_id, ctx.attempt, data))
+            await asyncio.sleep(0)
+            if comp_fail is not None:
+                error = comp_fail(ctx.attempt)
+                if error is not None:
+                    raise error
+
+        return step(step_id, execute, compensate, **kwargs)
+
+
+def business(_attempt: int) -> BaseException:
+    return BusinessError("declined", "card declined")
+
+
+def make_coordinator(
+    storage: MemoryStateStorage | None = None,
+    *,
+    history: int = 10_000,
+    concurrency: ConcurrencyConfig | None = None,
+    **kwargs: Any,
+) -> tuple[SagaCoordinator, InMemoryEventPublisher]:
+    publisher = InMemoryEventPublisher(history=history)
+    coordinator = SagaCoordinator(
+        storage if storage is not None else MemoryStateStorage(), publisher, concurrency, **kwargs
+    )
+    return coordinator, publisher
+
+
+def events_of(publisher: InMemoryEventPublisher, saga_id: str) -> list[SagaEvent]:
+    return [e for e in publisher.history if e.saga_id == saga_id]
+
+
+def sequence(publisher: InMemoryEventPublisher, saga_id: str) -> list[tuple[str, str]]:
+    return [(e.type.value, e.step_id) for e in events_of(publisher, saga_id)]
+
+
+def types(publisher: InMemoryEventPublisher, saga_id: str) -> list[EventType]:
+    return [e.type for e in events_of(publisher, saga_id)]
+
+
+async def declined(ctx: StepContext, data: Any) -> Any:
+    """A step that always fails with a business error."""
+    raise BusinessError("declined", "card declined")
+
+
+async def passthrough(ctx: StepContext, data: Any) -> Any:
+    return data
+
+
+async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    """Wait (bounded) for a condition another task makes true; fails loudly on the limit."""
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110 - state lives in plain attributes of fakes
+            await asyncio.sleep(0.001)
