@@ -47,6 +47,11 @@ class RabbitOptions:
         if not self.exchange:
             raise ConfigError("the exchange name must not be empty (the default exchange "
                               "cannot be bound to)", field="exchange")
+        from ._topology import valid_name
+
+        if not valid_name(self.exchange):
+            raise ConfigError(f"exchange name {self.exchange!r} must be at most 255 bytes of "
+                              "letters, digits and - _ . : @ # , / + or space", field="exchange")
         if self.publish_window < 1:
             raise ConfigError("publish_window must be at least 1", field="publish_window")
         if self.publish_timeout <= 0:

@@ -238,7 +238,8 @@ class RabbitSubscription:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        if self._queue is not None and self._tag is not None:
+        online = self._broker.online
+        if online and self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     await self._queue.cancel(self._tag)
@@ -253,6 +254,6 @@ class RabbitSubscription:
         self._waiting.clear()
         if self._channel is not None:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(5 if self._broker.online else 0.5):
                     await self._channel.close()  # RabbitMQ requeues everything unacked
         self._broker._detach(self)

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import uuid
 
 _MAX_NAME = 255  # bytes, an AMQP short string
+# What the AMQP client library accepts in queue and exchange names (pamqp's domain check).
+_ALLOWED = re.compile(r"[a-zA-Z0-9\-_.:@#,/+ ]*")
+_DISALLOWED = re.compile(r"[^a-zA-Z0-9\-_.:@#,/+ ]")
+
+
+def valid_name(name: str) -> bool:
+    return len(name.encode()) <= _MAX_NAME and _ALLOWED.fullmatch(name) is not None
 
 
 def _fit(name: str) -> str:
-    raw = name.encode()
-    if len(raw) <= _MAX_NAME:
+    """``name`` if AMQP accepts it; otherwise a legal, still-unique rendering of it."""
+    if valid_name(name):
         return name
-    digest = hashlib.sha1(raw).hexdigest()[:16]
-    return raw[: _MAX_NAME - 17].decode("utf-8", "ignore") + "~" + digest
+    digest = hashlib.sha1(name.encode()).hexdigest()[:16]
+    safe = _DISALLOWED.sub("_", name)[: _MAX_NAME - 17]
+    return f"{safe}+{digest}"
 
 
 def group_queue(exchange: str, topic: str, group: str) -> str:
@@ -24,7 +33,7 @@ def group_queue(exchange: str, topic: str, group: str) -> str:
 
 def anonymous_queue(exchange: str, topic: str) -> str:
     """A private queue for a subscription without a group (exclusive, deleted with it)."""
-    return _fit(f"{exchange}:{topic}:~{uuid.uuid4().hex[:12]}")
+    return _fit(f"{exchange}:{topic}:@anon-{uuid.uuid4().hex[:12]}")
 
 
 def delay_bucket_ms(delay: float) -> int:

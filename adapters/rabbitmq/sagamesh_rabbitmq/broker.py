@@ -91,6 +91,12 @@ class RabbitBroker:
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
 
+    @property
+    def online(self) -> bool:
+        """Connected right now (False while the robust connection is reconnecting)."""
+        connection = self._connection
+        return connection is not None and connection.connected.is_set()
+
     async def connect(self) -> None:
         import aio_pika
         from aio_pika.exceptions import CONNECTION_EXCEPTIONS
