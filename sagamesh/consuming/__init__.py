@@ -2,7 +2,7 @@
 
 from .consumer import ConsumerConfig, EventConsumer
 from .context import HandlerContext
-from .dispatcher import PriorityDispatcher
+from .dispatcher import DispatcherDrainedError, PriorityDispatcher
 from .dlq import DeadLetterQueueHandler, DLQConfig, DLQMetrics, RecoveryResult
 from .dlq_store import DeadLetterEntry, DLQStore, MemoryDLQStore
 from .filters import (
@@ -32,6 +32,7 @@ __all__ = [
     "DLQStore",
     "DeadLetterEntry",
     "DeadLetterQueueHandler",
+    "DispatcherDrainedError",
     "EventConsumer",
     "EventFilter",
     "EventHandlerConfig",

@@ -13,10 +13,10 @@ from ..brokers.base import Broker, Delivery, Subscription
 from ..errors import ConfigError
 from ..events import EventType
 from ..retry import ExponentialBackoffRetryPolicy, RetryPolicy
-from .dispatcher import PriorityDispatcher
+from .dispatcher import DispatcherDrainedError, PriorityDispatcher
 from .idempotency import IdempotencyStore
 from .metrics import ConsumerMetrics
-from .processor import Decoder, MessageProcessor, Outcome, Prepared
+from .processor import Decoder, MessageProcessor, Outcome
 from .router import EventRouter
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,9 @@ def _default_retry() -> RetryPolicy:
 class ConsumerConfig:
     """How an :class:`EventConsumer` subscribes and processes.
 
-    ``workers`` run handlers concurrently; ``max_in_flight`` bounds unsettled deliveries per
-    subscription and sizes the dispatcher buffer (``buffer_size`` overrides). ``topics``
-    overrides the topics derived from ``topic_prefix`` / ``topic_strategy``.
+    ``workers`` is how many deliveries run handlers at once; ``max_in_flight`` bounds unsettled
+    deliveries per subscription, which bounds the dispatcher's buffer too.
+    ``topics`` overrides the topics derived from ``topic_prefix`` / ``topic_strategy``.
     """
 
     topic_prefix: str = "saga.events"
@@ -45,7 +45,6 @@ class ConsumerConfig:
     idempotency: IdempotencyStore | None = None
     shutdown_timeout: Duration = 30.0
     workers: int = 16
-    buffer_size: int | None = None
     topics: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
@@ -58,8 +57,6 @@ class ConsumerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1", field=name)
-        if self.buffer_size is not None and self.buffer_size < 1:
-            raise ConfigError("buffer_size must be >= 1", field="buffer_size")
         self.shutdown_timeout = require_seconds(self.shutdown_timeout)
         if self.shutdown_timeout < 0:
             raise ConfigError("shutdown_timeout must be >= 0", field="shutdown_timeout")
@@ -73,13 +70,6 @@ class ConsumerConfig:
             return [self.topic_prefix]
         types = router.event_types()
         return [f"{self.topic_prefix}.{t.value}" for t in (types or list(EventType))]
-
-
-@dataclass(slots=True)
-class _Work:
-    prepared: Prepared
-    delivery: Delivery
-    done: asyncio.Future[None]
 
 
 class EventConsumer:
@@ -100,10 +90,9 @@ class EventConsumer:
             router, retry=config.retry, dlq_topic=config.dlq_topic,
             idempotency=config.idempotency, broker_name=getattr(broker, "name", ""),
             group=config.group, decoder=decoder, metrics=self.metrics)
-        self.dispatcher: PriorityDispatcher[_Work] = PriorityDispatcher(
-            config.buffer_size or config.max_in_flight, ordered=config.ordering == "per_saga")
+        self.dispatcher = self._new_dispatcher()
         self._subscriptions: list[Subscription] = []
-        self._workers: list[asyncio.Task[None]] = []
+        self._running_tasks: set[asyncio.Task[object]] = set()
         self._closing = False
         self._closed: asyncio.Event | None = None
         self._running = False
@@ -116,15 +105,18 @@ class EventConsumer:
     def topics(self) -> list[str]:
         return self.config.resolve_topics(self.router)
 
+    def _new_dispatcher(self) -> PriorityDispatcher:
+        config = self.config
+        return PriorityDispatcher(config.workers, ordered=config.ordering == "per_saga")
+
     async def start(self) -> None:
         if self._running:
             return
         self._closing = False
         self._closed = asyncio.Event()
+        self.dispatcher = self._new_dispatcher()
         await self.router.start()
         try:
-            self._workers = [asyncio.create_task(self._worker(), name=f"sagamesh-consumer-{i}")
-                             for i in range(self.config.workers)]
             ordered = self.config.ordering == "per_saga"
             for topic in self.topics:
                 self._subscriptions.append(await self.broker.subscribe(
@@ -158,23 +150,20 @@ class EventConsumer:
     async def _shutdown(self, *, drain: bool) -> None:
         self._closing = True
         dispatcher = self.dispatcher
-        if drain and self._workers:
+        timeout = require_seconds(self.config.shutdown_timeout)
+        if drain:
             try:
-                await asyncio.wait_for(dispatcher.wait_idle(),
-                                       require_seconds(self.config.shutdown_timeout))
+                await asyncio.wait_for(dispatcher.wait_idle(), timeout)
             except TimeoutError:
-                log.warning("consumer drain timed out after %ss; returning %d buffered and "
-                            "cancelling %d running deliveries", self.config.shutdown_timeout,
-                            dispatcher.pending, dispatcher.running)
-        for work in dispatcher.drain_pending():
-            if not work.delivery.settled:
-                await work.delivery.nack()
-            if not work.done.done():
-                work.done.set_result(None)
-        for task in self._workers:
+                log.warning("consumer drain timed out after %ss; returning %d waiting and "
+                            "cancelling %d running deliveries", timeout, dispatcher.pending,
+                            dispatcher.running)
+        dispatcher.drain()  # waiting deliveries are nacked back by their own tasks
+        running = list(self._running_tasks)
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        if running:
+            await asyncio.wait(running, timeout=max(1.0, timeout))
         subscriptions, self._subscriptions = self._subscriptions, []
         await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
         if self._closed is not None:
@@ -189,45 +178,43 @@ class EventConsumer:
             await self._closed.wait()
             return
         processor = self.processor
+        metrics = self.metrics
         prepared = processor.prepare(delivery.message, delivery.attempt)
         if isinstance(prepared, Outcome):
             await processor.settle(delivery, prepared, self.broker.publish)
             return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self.dispatcher.put(_Work(prepared, delivery, done), priority=prepared.priority,
-                                  key=prepared.event.saga_id)
-        metrics = self.metrics
-        if self.dispatcher.pending > metrics.max_buffered:
-            metrics.max_buffered = self.dispatcher.pending
-        await done
-
-    async def _worker(self) -> None:
         dispatcher = self.dispatcher
-        processor = self.processor
-        metrics = self.metrics
-        publish = self.broker.publish
-        while True:
-            work, key = await dispatcher.get()
-            delivery = work.delivery
-            metrics.in_flight += 1
-            if metrics.in_flight > metrics.max_concurrent:
-                metrics.max_concurrent = metrics.in_flight
-            try:
-                ctx = processor.context(delivery.message, delivery.attempt,
-                                        partition=delivery.partition, offset=delivery.offset)
-                outcome = await processor.execute(work.prepared, ctx)
-                await processor.settle(delivery, outcome, publish)
-            except asyncio.CancelledError:
-                if not delivery.settled:
-                    await delivery.nack()
-                raise
-            except Exception:
-                log.exception("processing message %s failed unexpectedly; nacked",
-                              delivery.message.id)
-                if not delivery.settled:
-                    await delivery.nack(processor.retry.delay(delivery.attempt) or None)
-            finally:
-                metrics.in_flight -= 1
-                dispatcher.done(key)
-                if not work.done.done():
-                    work.done.set_result(None)
+        key = prepared.event.saga_id
+        try:
+            await dispatcher.acquire(key, prepared.priority)
+        except DispatcherDrainedError:
+            await delivery.nack()
+            return
+        finally:
+            if dispatcher.pending > metrics.max_buffered:
+                metrics.max_buffered = dispatcher.pending
+        task = asyncio.current_task()
+        assert task is not None
+        running_tasks = self._running_tasks
+        running_tasks.add(task)
+        metrics.in_flight += 1
+        if metrics.in_flight > metrics.max_concurrent:
+            metrics.max_concurrent = metrics.in_flight
+        try:
+            ctx = processor.context(delivery.message, delivery.attempt,
+                                    partition=delivery.partition, offset=delivery.offset)
+            outcome = await processor.execute(prepared, ctx)
+            await processor.settle(delivery, outcome, self.broker.publish)
+        except asyncio.CancelledError:
+            if not delivery.settled:  # drain timed out (or the subscription closed)
+                await delivery.nack()
+            raise
+        except Exception:
+            log.exception("processing message %s failed unexpectedly; nacked",
+                          delivery.message.id)
+            if not delivery.settled:
+                await delivery.nack(processor.retry.delay(delivery.attempt) or None)
+        finally:
+            metrics.in_flight -= 1
+            running_tasks.discard(task)
+            dispatcher.release(key)

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HandlerContext:
-    """Broker-side facts of one delivery; ``attempt`` counts from 1 (2 = first redelivery)."""
+    """Broker-side facts of one delivery; ``attempt`` counts from 1 (2 = first redelivery).
+
+    Read-only by convention (not frozen: one is built per delivery on the hot path)."""
 
     message_id: str
     topic: str

@@ -1,10 +1,15 @@
-"""The priority dispatcher: a bounded buffer that hands work to workers highest-priority first
-and, with per-key ordering, never lets two items of one key (saga) run out of order.
+"""The priority dispatcher: grants a bounded number of execution slots, highest priority first,
+and with per-key ordering never lets two deliveries of one key (saga) run out of order.
 
-Each key has a lane: while an item of the key is eligible or running, later items of the key
-wait in its lane and become eligible, in arrival order, only when the previous one is marked
-:meth:`done`. Only eligible items sit in the priority heap, so priority never overtakes order
-within a saga while different sagas proceed concurrently.
+Each delivery calls ``await acquire(key, priority)`` in its own task, runs, then ``release(key)``.
+When a slot is free and nothing waits, acquire returns at once (no queueing, no task switch).
+Otherwise the caller waits in the buffer, which is bounded by whoever creates the waiting tasks:
+the consumer's subscriptions never hold more than ``max_in_flight`` unsettled deliveries each.
+(Waiting for "room" here would let a woken waiter be overtaken by a newcomer of its own key.)
+A key has a lane: while one of its deliveries
+runs or is next in line, later ones wait in the lane in arrival order and become eligible only
+when the previous one is released. Only eligible deliveries sit in the priority heap, so
+priority never overtakes order within a saga while different sagas proceed concurrently.
 """
 
 from __future__ import annotations
@@ -13,134 +18,130 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
-from typing import Generic, TypeVar
 
-T = TypeVar("T")
+from ..errors import SagameshError
+
+_Entry = tuple[int, int, "str | None", "asyncio.Future[None]"]
 
 
-class PriorityDispatcher(Generic[T]):
+class DispatcherDrainedError(SagameshError):
+    """The dispatcher was drained (shutdown) before this delivery's turn came."""
+
+
+class PriorityDispatcher:
     __slots__ = (
         "_counter",
-        "_getters",
         "_heap",
         "_idle",
         "_lanes",
-        "_putters",
-        "capacity",
         "ordered",
         "pending",
         "running",
+        "slots",
     )
 
-    def __init__(self, capacity: int = 256, *, ordered: bool = True) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be >= 1")
-        self.capacity = capacity
+    def __init__(self, slots: int = 16, *, ordered: bool = True) -> None:
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        self.slots = slots
         self.ordered = ordered
-        self.pending = 0  # buffered, not yet handed to a worker
-        self.running = 0  # handed out, not yet done
-        self._heap: list[tuple[int, int, str | None, T]] = []
-        self._lanes: dict[str, deque[tuple[int, int, str | None, T]]] = {}
+        self.pending = 0  # waiting for a slot
+        self.running = 0  # holding a slot
+        self._heap: list[_Entry] = []
+        self._lanes: dict[str, deque[_Entry]] = {}
         self._counter = itertools.count()
-        self._getters: deque[asyncio.Future[None]] = deque()
-        self._putters: deque[asyncio.Future[None]] = deque()
         self._idle: asyncio.Event | None = None
 
-    def __len__(self) -> int:
-        return self.pending
-
-    @property
-    def full(self) -> bool:
-        return self.pending >= self.capacity
-
-    async def put(self, item: T, *, priority: int = 0, key: str | None = None) -> None:
-        """Buffer ``item``; waits while the buffer is full (backpressure)."""
-        while self.pending >= self.capacity:
-            waiter = asyncio.get_running_loop().create_future()
-            self._putters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake(self._putters)
-                raise
-        self.put_nowait(item, priority=priority, key=key)
-
-    def put_nowait(self, item: T, *, priority: int = 0, key: str | None = None) -> None:
-        """Buffer ``item`` even beyond capacity (callers that bound intake themselves)."""
-        entry = (-priority, next(self._counter), key, item)
+    async def acquire(self, key: str | None = None, priority: int = 0) -> None:
+        """Wait for this delivery's turn; raises :class:`DispatcherDrainedError` on drain."""
+        lanes = self._lanes
+        ordered = self.ordered and key is not None
+        busy = ordered and key in lanes
+        if not busy and self.running < self.slots and not self._heap:  # fast path: run now
+            self.running += 1
+            if ordered:
+                lanes[key] = deque()  # type: ignore[index]
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (-priority, next(self._counter), key, fut)
         self.pending += 1
-        if self.ordered and key is not None:
-            lane = self._lanes.get(key)
-            if lane is not None:  # an item of this key is eligible or running: wait behind it
-                lane.append(entry)
-                return
-            self._lanes[key] = deque()
-        heapq.heappush(self._heap, entry)
-        self._wake(self._getters)
+        if busy:
+            lanes[key].append(entry)  # type: ignore[index]
+        else:
+            if ordered:
+                lanes[key] = deque()  # type: ignore[index]
+            heapq.heappush(self._heap, entry)
+            self._grant()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # granted, but we will not run
+                self.release(key)
+            else:  # still waiting: its entry is skipped when reached
+                fut.cancel()
+                self.pending -= 1
+            raise
 
-    async def get(self) -> tuple[T, str | None]:
-        """The highest-priority eligible item (FIFO among equals) and its key."""
-        heap = self._heap
-        while not heap:
-            waiter = asyncio.get_running_loop().create_future()
-            self._getters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake(self._getters)
-                raise
-        _, _, key, item = heapq.heappop(heap)
-        self.pending -= 1
-        self.running += 1
-        self._wake(self._putters)
-        return item, key
-
-    def done(self, key: str | None) -> None:
-        """The item handed out under ``key`` is settled: the key's next item becomes eligible."""
+    def release(self, key: str | None = None) -> None:
+        """The delivery that acquired under ``key`` is settled: grant the next ones."""
         self.running -= 1
         if self.ordered and key is not None:
-            lane = self._lanes.get(key)
-            if lane is not None:
-                if lane:
-                    heapq.heappush(self._heap, lane.popleft())
-                    self._wake(self._getters)
-                else:
-                    del self._lanes[key]
+            self._advance(key)
+        self._grant()
         if self._idle is not None and not self.pending and not self.running:
             self._idle.set()
 
-    def drain_pending(self) -> list[T]:
-        """Remove and return every buffered item not yet handed out (for shutdown)."""
-        items = [entry[3] for entry in self._heap]
+    def _advance(self, key: str) -> None:
+        """Make the next live delivery of ``key``'s lane eligible, or drop the lane."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            return
+        while lane:
+            entry = lane.popleft()
+            if not entry[3].cancelled():
+                heapq.heappush(self._heap, entry)
+                return
+        del self._lanes[key]
+
+    def _grant(self) -> None:
+        heap = self._heap
+        while heap and self.running < self.slots:
+            entry = heapq.heappop(heap)
+            fut = entry[3]
+            if fut.cancelled():  # its task went away while waiting
+                if self.ordered and entry[2] is not None:
+                    self._advance(entry[2])
+                continue
+            self.pending -= 1
+            self.running += 1
+            fut.set_result(None)
+
+    def drain(self) -> int:
+        """Fail every waiting delivery with :class:`DispatcherDrainedError` (shutdown);
+        returns how many. Running deliveries keep their slots until released."""
+        count = 0
+        error = DispatcherDrainedError("consumer is shutting down")
+        entries = list(self._heap)
         for lane in self._lanes.values():
-            items.extend(entry[3] for entry in lane)
+            entries.extend(lane)
             lane.clear()
-        # Keys whose head was only eligible lose their lane; keys with a running item keep an
-        # empty one so that ``done`` stays consistent.
-        for _, _, key, _ in self._heap:
+        for _, _, key, _fut in self._heap:
             if key is not None:
-                self._lanes.pop(key, None)
+                self._lanes.pop(key, None)  # only eligible, not running: no lane left
         self._heap.clear()
+        for entry in entries:
+            fut = entry[3]
+            if not fut.done():
+                fut.set_exception(error)
+                count += 1
         self.pending = 0
-        while self._putters:
-            self._wake(self._putters)
         if self._idle is not None and not self.running:
             self._idle.set()
-        return items
+        return count
 
     async def wait_idle(self) -> None:
-        """Return once nothing is buffered or running."""
+        """Return once nothing waits and nothing runs."""
         if not self.pending and not self.running:
             return
         self._idle = asyncio.Event()
         await self._idle.wait()
-
-    @staticmethod
-    def _wake(waiters: deque[asyncio.Future[None]]) -> None:
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return

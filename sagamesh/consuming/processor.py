@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -184,17 +184,11 @@ class MessageProcessor:
             if route.timeout is None:
                 await handler.handle_saga_event(event, ctx)
             else:
-                deadline = asyncio.timeout(route.timeout)
-                try:
-                    async with deadline:
-                        await handler.handle_saga_event(event, ctx)
-                except TimeoutError as exc:
-                    if not deadline.expired():
-                        raise
-                    timed_out = True
+                timed_out = await _with_deadline(handler.handle_saga_event(event, ctx),
+                                                 route.timeout)
+                if timed_out:
                     error = HandlerTimeoutError(
                         f"handler {route.handler_id!r} exceeded {route.timeout:g}s")
-                    error.__cause__ = exc
         except Exception as exc:
             error = exc
         finally:
@@ -277,6 +271,47 @@ class MessageProcessor:
                 return
             metrics.dead_lettered += 1
             await delivery.ack()
+
+
+class _Deadline:
+    """Cancels ``task`` when called (a cheaper, single-purpose ``asyncio.timeout``)."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+async def _with_deadline(coro: Coroutine[object, object, None], limit: float) -> bool:
+    """Await ``coro`` in the current task, cancelling it after ``limit`` seconds.
+
+    Returns True when the deadline fired (the work was cancelled, or ignored the cancellation
+    and finished late); other exceptions and outside cancellations propagate unchanged.
+    """
+    task = asyncio.current_task()
+    if task is None:  # not in a task (cannot happen under asyncio): no deadline possible
+        await coro
+        return False
+    loop = task.get_loop()
+    deadline = _Deadline(task)
+    handle = loop.call_at(loop.time() + limit, deadline)
+    try:
+        await coro
+    except asyncio.CancelledError:
+        if deadline.fired and task.uncancel() == 0:
+            return True
+        raise
+    finally:
+        handle.cancel()
+    if deadline.fired:
+        task.uncancel()
+        return True
+    return False
 
 
 def _prior_attempts(headers: Mapping[str, str]) -> int:

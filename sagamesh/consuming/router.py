@@ -31,7 +31,7 @@ class RoutingStrategy(StrEnum):
     BY_PRIORITY = "by_priority"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """A handler chosen for an event; ``error`` is set when one of its filters raised, which
     makes this handler fail for this event (retry / DLQ as usual) instead of crashing."""
@@ -49,11 +49,17 @@ class _Registration:
     handler: SagaEventHandler
     config: EventHandlerConfig
     limiter: asyncio.Semaphore | None
+    ok: Route | None = None
 
     def route(self, error: BaseException | None = None) -> Route:
+        if error is None and self.ok is not None:
+            return self.ok
         c = self.config
-        return Route(self.handler, c.handler_id, c.priority, self.limiter,
+        made = Route(self.handler, c.handler_id, c.priority, self.limiter,
                      seconds(c.processing_timeout), error)
+        if error is None:
+            self.ok = made
+        return made
 
 
 class EventRouter:
