@@ -30,9 +30,10 @@ pytestmark = pytest.mark.rabbitmq
 TIMEOUT = 30.0
 
 
-def _msg(topic: str, i: int = 0, *, key: str | None = "k", **headers: str) -> Message:
+def _msg(topic: str, i: int = 0, *, key: str | None = "k",
+         headers: dict[str, str] | None = None) -> Message:
     return Message(id=str(uuid.uuid4()), topic=topic, key=key,
-                   headers={"seq": str(i), **headers}, body=f"body-{i}".encode())
+                   headers={"seq": str(i), **(headers or {})}, body=f"body-{i}".encode())
 
 
 class Env:
@@ -199,7 +200,8 @@ async def test_wire_mapping_message_id_persistent_key_header(env: Env) -> None:
     broker = await env.broker()
     sub = await broker.subscribe(env.topic, Collector().handler(), group=env.group)
     await sub.close()  # the durable group queue stays; the message waits there for inspection
-    message = _msg(env.topic, key="saga-7", **{Headers.CONTENT_TYPE: "application/x-protobuf"})
+    message = _msg(env.topic, key="saga-7",
+                   headers={Headers.CONTENT_TYPE: "application/x-protobuf"})
     await broker.publish(message)
     queue = await (await env.raw()).declare_queue(
         topology.group_queue(env.exchange, env.topic, env.group), passive=True)
@@ -283,7 +285,7 @@ async def test_nack_with_delay_goes_through_a_ttl_queue_and_back(env: Env) -> No
 
     collector = Collector()
     await broker.subscribe(env.topic, collector.handler(on_message=nack_first), group=env.group)
-    message = _msg(env.topic, 1, key="saga-1", **{"x-app": "kept"})
+    message = _msg(env.topic, 1, key="saga-1", headers={"x-app": "kept"})
     await broker.publish(message)
     await asyncio.wait_for(parked.wait(), TIMEOUT)
     target = topology.group_queue(env.exchange, env.topic, env.group)
@@ -500,7 +502,8 @@ async def test_health_reports_latency_outage_and_close(env: Env, proxy: TcpProxy
 
 
 async def _healthy(broker: RabbitBroker) -> bool:
-    return (await broker.health()).healthy
+    health = await broker.health()
+    return health.healthy
 
 
 async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
