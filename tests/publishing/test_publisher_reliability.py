@@ -222,3 +222,27 @@ async def test_dropped_connection_is_survived_by_retries(fake_time: FakeTime) ->
         assert publisher.get_reliability_metrics().successful_retries == 1
 
 
+
+
+async def test_timer_is_armed_only_for_attempts_that_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    armed: list[float | None] = []
+    real_timeout = asyncio.timeout
+
+    def counting_timeout(delay: float | None) -> asyncio.Timeout:
+        armed.append(delay)
+        return real_timeout(delay)
+
+    monkeypatch.setattr(asyncio, "timeout", counting_timeout)
+    async with MemoryBroker() as memory:
+        publisher = SagaEventPublisher(memory, PublisherConfig(timeout=3.0))
+        for _ in range(100):
+            await publisher.publish_saga_event(make_event())
+        await publisher.publish_batch([make_event() for _ in range(10)])
+        assert armed == [] and memory.published == 110
+    async with FaultyBroker(MemoryBroker(), confirm_delay=0.001) as slow:
+        publisher = SagaEventPublisher(slow, PublisherConfig(timeout=3.0))
+        for _ in range(3):
+            await publisher.publish_saga_event(make_event())
+        assert armed == [3.0, 3.0, 3.0] and slow.confirmed == 3

@@ -61,38 +61,62 @@ class ReliabilityStage:
         self._clock = clock
 
     async def _attempt(self, pub: Publication, call_next: CallNext, limit: float) -> None:
-        """One attempt; afterwards ``pub.results`` holds one entry per message.
-
-        The attempt is stepped eagerly: the timeout is armed only if it has to wait.
-        """
-        timeout: asyncio.Timeout | None = None
+        """One attempt; afterwards ``pub.results`` holds one entry per message."""
         try:
             rest = step(call_next(pub))
-            if rest is not DONE:
-                timeout = asyncio.timeout(limit)
-                async with timeout:
-                    await rest
+        except Exception as exc:
+            pub.results = [exc] * len(pub.messages)
+            return
+        if rest is DONE:
+            if len(pub.results) != len(pub.messages):  # a stage swallowed the call: no news
+                pub.results = [None] * len(pub.messages)
+            return
+        await self._finish(pub, rest, limit)
+
+    async def _finish(self, pub: Publication, rest: Awaitable[object], limit: float) -> None:
+        """The attempt had to wait: await the rest of it under the per-attempt timeout
+        (armed only now, so attempts that never wait cost no timer)."""
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                await rest
         except TimeoutError as exc:
             error: BaseException = exc
-            if timeout is not None and timeout.expired():
+            if timeout.expired():
                 self._metrics.timeouts += 1
                 error = PublishTimeoutError(f"not confirmed within {limit:g}s")
             pub.results = [error] * len(pub.messages)
         except Exception as exc:
             pub.results = [exc] * len(pub.messages)
         else:
-            if len(pub.results) != len(pub.messages):  # a stage swallowed the call: no news
+            if len(pub.results) != len(pub.messages):
                 pub.results = [None] * len(pub.messages)
 
     async def __call__(self, pub: Publication, call_next: CallNext) -> None:
         started = self._clock()
-        limit = self._timeout
-        if self._deadline is not None and self._deadline < limit:
-            limit = self._deadline
-        await self._attempt(pub, call_next, limit)
-        if not any(pub.results):
-            self._metrics.succeeded_messages += len(pub.results)
-            return
+        # Fast path: an attempt that completes without waiting needs no timer and no copy.
+        try:
+            rest = step(call_next(pub))
+        except Exception as exc:
+            pub.results = [exc] * len(pub.messages)
+        else:
+            if rest is DONE:
+                results = pub.results
+                if len(results) == len(pub.messages) and not any(results):
+                    self._metrics.succeeded_messages += len(results)
+                    return
+                if len(results) != len(pub.messages):
+                    pub.results = [None] * len(pub.messages)
+                    self._metrics.succeeded_messages += len(pub.messages)
+                    return
+            else:
+                limit = self._timeout
+                if self._deadline is not None and self._deadline < limit:
+                    limit = self._deadline
+                await self._finish(pub, rest, limit)
+                if not any(pub.results):
+                    self._metrics.succeeded_messages += len(pub.results)
+                    return
         await self._recover(pub, call_next, started)
 
     async def _recover(self, pub: Publication, call_next: CallNext, started: float) -> None:
