@@ -52,10 +52,14 @@ def publisher(request: pytest.FixtureRequest,
 
 
 def _report(benchmark: object, events: int, label: str) -> None:
+    """events/s from the mean round and from the best round (the best is the steadier figure
+    on a shared machine: other processes only ever make a round slower)."""
     stats = benchmark.stats.stats  # type: ignore[attr-defined]
-    rate = events / stats.mean
-    benchmark.extra_info["events_per_s"] = round(rate)  # type: ignore[attr-defined]
-    print(f"\n{label}: {rate:,.0f} events/s (mean {stats.mean * 1e6 / events:.2f} µs/event)")
+    mean_rate, best_rate = events / stats.mean, events / stats.min
+    benchmark.extra_info["events_per_s"] = round(mean_rate)  # type: ignore[attr-defined]
+    benchmark.extra_info["events_per_s_best"] = round(best_rate)  # type: ignore[attr-defined]
+    print(f"\n{label}: {mean_rate:,.0f} events/s mean, {best_rate:,.0f} best "
+          f"({stats.min * 1e6 / events:.2f} µs/event)")
 
 
 def test_single_publish(benchmark: object, publisher: SagaEventPublisher,

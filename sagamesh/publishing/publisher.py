@@ -170,7 +170,8 @@ class SagaEventPublisher:
             self._done()
         metrics.operations += 1
         metrics.total_latency += self._clock() - started
-        error = pub.results[0]
+        results = pub.results  # empty only when a user stage short-circuited without news
+        error = results[0] if results else None
         if error is None:
             metrics.published_count += 1
             return
