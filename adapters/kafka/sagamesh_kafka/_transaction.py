@@ -1,0 +1,88 @@
+"""Kafka transactions: detected at connect, used only where the broker really has them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from sagamesh.errors import TransactionError
+from sagamesh.message import Message
+
+from ._codec import record_headers, record_key
+from ._options import KafkaOptions, check_topic
+
+log = logging.getLogger(__name__)
+
+
+async def open_transactional_producer(
+    bootstrap: list[str], options: KafkaOptions, transactional_id: str
+) -> AIOKafkaProducer | None:
+    """A started transactional producer, or None when the broker cannot do transactions.
+
+    Starting one runs FindCoordinator(transaction) and InitProducerId on the broker: exactly
+    what a broker without transactions (tansu, old Kafka) refuses.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=f"{options.client_id}-tx",
+        acks="all",
+        enable_idempotence=True,
+        transactional_id=transactional_id,
+        request_timeout_ms=int(options.request_timeout * 1000),
+        linger_ms=options.linger_ms,
+        max_batch_size=options.max_batch_size,
+        **options.security(),
+    )
+    try:
+        await asyncio.wait_for(producer.start(), options.transaction_probe_timeout)
+    except Exception as exc:
+        log.info("Kafka broker at %s has no transactions (%r); using none", bootstrap, exc)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), options.transaction_probe_timeout)
+        return None
+    return producer
+
+
+class KafkaTransaction:
+    """Collects sends of one transaction; all are flushed before the commit."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def publish(self, message: Message) -> None:
+        check_topic(message.topic)
+        future = await self._producer.send(
+            message.topic, message.body, key=record_key(message),
+            headers=record_headers(message))
+        self.futures.append(future)
+
+
+@contextlib.asynccontextmanager
+async def run_transaction(producer: AIOKafkaProducer,
+                          lock: asyncio.Lock) -> AsyncIterator[KafkaTransaction]:
+    """Commit on normal exit, abort on an exception (which propagates unchanged)."""
+    async with lock:  # one transactional producer runs one transaction at a time
+        try:
+            await producer.begin_transaction()
+        except Exception as exc:
+            raise TransactionError(f"could not begin a Kafka transaction: {exc!r}") from exc
+        tx = KafkaTransaction(producer)
+        try:
+            yield tx
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        try:
+            await asyncio.gather(*tx.futures)
+            await producer.commit_transaction()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise TransactionError(f"Kafka transaction not committed: {exc!r}") from exc
