@@ -164,18 +164,20 @@ class EventConsumer:
             task.cancel()
         if running:
             await asyncio.wait(running, timeout=max(1.0, timeout))
-        subscriptions, self._subscriptions = self._subscriptions, []
-        await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
         if self._closed is not None:
             self._closed.set()
+        subscriptions, self._subscriptions = self._subscriptions, []
+        await asyncio.gather(*(s.close() for s in subscriptions), return_exceptions=True)
         await self.router.stop()
 
     async def _on_delivery(self, delivery: Delivery) -> None:
         if self._closing:
-            # Intake stopped: hold the delivery unsettled until the subscription closes and
-            # returns it to the broker (nacking here would spin on an in-process broker).
+            # Intake stopped: hold the delivery until the subscriptions close (an immediate
+            # nack would come straight back), then hand it back unacknowledged.
             assert self._closed is not None
             await self._closed.wait()
+            if not delivery.settled:
+                await delivery.nack()
             return
         processor = self.processor
         metrics = self.metrics

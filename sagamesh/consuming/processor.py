@@ -244,6 +244,15 @@ class MessageProcessor:
             dlq.headers[Headers.DLQ_HANDLER] = handler_id
         return Outcome(OutcomeKind.DEAD_LETTER, reason=text, error=error, dlq_message=dlq)
 
+    async def handle_delivery(self, delivery: Delivery, publish: Publish) -> Outcome:
+        """Process and settle one delivery (for callers without a dispatcher, e.g. a framework
+        subscriber wrapped as a :class:`Delivery`). Never raises for a bad message."""
+        message = delivery.message
+        outcome = await self.process(message, delivery.attempt, partition=delivery.partition,
+                                     offset=delivery.offset)
+        await self.settle(delivery, outcome, publish)
+        return outcome
+
     # -- settling -------------------------------------------------------------------------
     async def settle(self, delivery: Delivery, outcome: Outcome, publish: Publish) -> None:
         """Apply ``outcome``: ack; nack(delay); or publish the DLQ copy and then ack (if that

@@ -123,3 +123,18 @@ async def test_settle_applies_each_outcome_to_a_delivery() -> None:
     assert [m.topic for m in published] == [DLQ]
     m = p.metrics
     assert (m.acked, m.retried, m.dead_lettered, m.dlq_publish_failures) == (1, 1, 1, 1)
+
+
+async def test_handle_delivery_processes_and_settles_in_one_call() -> None:
+    p, calls = _processor()
+    published: list[Message] = []
+
+    async def publish(m: Message) -> None:
+        published.append(m)
+
+    ok = FakeDelivery(message(event("a")))
+    assert (await p.handle_delivery(ok, publish)).kind is OutcomeKind.ACK
+    poison = FakeDelivery(Message(id="p", topic=TOPIC, body=b"{"))
+    assert (await p.handle_delivery(poison, publish)).kind is OutcomeKind.DEAD_LETTER
+    assert ok.actions == [("ack", None)] and poison.actions == [("ack", None)]
+    assert calls == ["ok:1:g"] and [m.id for m in published] == ["p"]
