@@ -24,6 +24,7 @@ from typing import Any
 
 from .._durations import Duration, require_seconds
 from ..errors import (
+    BatchPublishError,
     ConcurrencyConflictError,
     CoordinatorClosedError,
     CoordinatorSaturatedError,
@@ -512,7 +513,10 @@ class SagaCoordinator:
                 )
                 continue
             if (
-                stored.lease_owner not in (None, self.instance_id)
+                stored.lease_owner is not None
+                # our own live lease: adopt it only at start-up (a restart under the same id);
+                # later it is a saga start_saga is storing right now, or one we drive
+                and (stored.lease_owner != self.instance_id or self._started)
                 and stored.lease_expires_at is not None
                 and stored.lease_expires_at > utcnow()
             ):
@@ -554,6 +558,10 @@ class SagaCoordinator:
                 ps = plan.steps[index]
                 output = record.output if self._objects else ps.codec.load(record.output)
                 run.completed.append((ps, output))
+            elif compensating and record.status is StepStatus.COMPENSATED:
+                # undone after the last saga write: its event went down with the crash
+                self._emit(run, EventType.COMPENSATION_STEP_COMPLETED,
+                           step_id=record.step_id, attempt=record.compensation_attempt)
         if not compensating:
             # the in-flight step may have completed just before the crash: keep its output
             index = saga.current_step
@@ -567,6 +575,9 @@ class SagaCoordinator:
                 output = record.output if self._objects else ps.codec.load(record.output)
                 run.completed.append((ps, output))
                 run.data = output
+                # completed after the last saga write: its event went down with the crash
+                self._emit(run, EventType.SAGA_STEP_COMPLETED, step_id=ps.id,
+                           attempt=record.attempt, data=record.output)
                 index += 1
                 saga.current_step = saga.completed_steps = index
                 saga.data = record.output
@@ -1113,8 +1124,9 @@ class SagaCoordinator:
             leased = await self.storage.acquire_lease(run.id, self.instance_id, self.lease_ttl)
         except Exception:
             log.warning("saga %s: lease renewal failed", run.id, exc_info=True)
-            if loop.time() >= run.lease_deadline - self.lease_ttl / 6:
-                self._lose(run, cancel=True)  # about to expire: stop before someone adopts it
+            # the next renewal would come too late: stop before anyone may adopt the saga
+            if loop.time() + self.lease_ttl / 3 >= run.lease_deadline - self.lease_ttl / 6:
+                self._lose(run, cancel=True)
         else:
             if leased is None or leased.lease_owner != self.instance_id:
                 self._lose(run, cancel=True)
@@ -1167,23 +1179,30 @@ class SagaCoordinator:
         )
 
     async def _flush(self, run: _Run) -> None:
+        """Publish what the last transition emitted; failures are logged and counted only
+        (events describe state that is already stored; they never fail a saga)."""
         if not run.pending or self._outbox is not None:
             return
         pending, run.pending = run.pending, []
-        try:
-            if len(pending) > 1 and self._publish_batch is not None:
+        failed = 0
+        if len(pending) > 1 and self._publish_batch is not None:
+            try:
                 await self._publish_batch(pending)
-            else:
-                for event in pending:
-                    await self.publisher.publish_saga_event(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._c.publish_failures += len(pending)
-            log.warning("saga %s: publishing %d event(s) failed", run.id, len(pending),
-                        exc_info=True)
-            return
-        self._c.events += len(pending)
+            except BatchPublishError as exc:
+                failed = len(exc.failures) or len(pending)
+            except Exception:
+                failed = len(pending)
+        else:
+            publish = self.publisher.publish_saga_event
+            for event in pending:
+                try:
+                    await publish(event)
+                except Exception:
+                    failed += 1
+        self._c.events += len(pending) - failed
+        if failed:
+            self._c.publish_failures += failed
+            log.warning("saga %s: %d of %d event(s) not published", run.id, failed, len(pending))
 
     # -- presentation ---------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sagamesh.errors import BusinessError
@@ -14,10 +15,13 @@ from sagamesh.saga import (
     InMemoryEventPublisher,
     MemoryStateStorage,
     SagaCoordinator,
+    SagaInstance,
     StepContext,
+    StepState,
     step,
 )
 from sagamesh.saga.step import FunctionStep
+from sagamesh.saga.storage import records
 
 
 @dataclass
@@ -108,3 +112,24 @@ async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
     async with asyncio.timeout(limit):
         while not predicate():  # noqa: ASYNC110 - state lives in plain attributes of fakes
             await asyncio.sleep(0.001)
+
+
+class JsonMemoryStorage(MemoryStateStorage):
+    """Memory storage that keeps only JSON (like Redis/PostgreSQL): exercises the data codec."""
+
+    stores_objects = False
+
+    async def save_saga(self, saga: SagaInstance) -> None:
+        await super().save_saga(records.decode_saga(records.encode_saga(saga)))
+        saga.version = (await super().get_saga(saga.id)).version  # type: ignore[union-attr]
+
+    async def save_step_state(self, step: StepState) -> None:
+        await super().save_step_state(records.decode_step(records.encode_step(step)))
+
+
+async def expire_lease(storage: MemoryStateStorage, saga_id: str) -> None:
+    """Sleep until the saga's current lease has expired (its expiry is known: no guessing)."""
+    saga = await storage.get_saga(saga_id)
+    assert saga is not None and saga.lease_expires_at is not None
+    remaining = (saga.lease_expires_at - datetime.now(UTC)).total_seconds()
+    await asyncio.sleep(max(0.0, remaining) + 0.01)
