@@ -130,7 +130,8 @@ class JsonSerializer:
     def decode(self, data: bytes) -> SagaEvent:
         try:
             wire = self._decoder.decode(data)
-        except (msgspec.DecodeError, TypeError, RecursionError) as exc:  # Validation included
+        except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
+            # DecodeError includes ValidationError; ValueError covers invalid UTF-8 in strings
             raise SerializationError(f"invalid JSON event: {exc}") from exc
         duration = wire.duration
         if duration.__class__ is int:  # present on the wire, in nanoseconds

@@ -122,7 +122,7 @@ class ProtobufSerializer:
             return self._decode(msg)
         except SerializationError:
             raise
-        except (msgspec.DecodeError, ValueError, OverflowError, TypeError) as exc:
+        except (msgspec.DecodeError, ValueError, OverflowError, TypeError, RecursionError) as exc:
             raise SerializationError(f"invalid protobuf event: {exc}") from exc
 
     def _decode(self, msg: Any) -> SagaEvent:
