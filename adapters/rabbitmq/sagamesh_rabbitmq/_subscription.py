@@ -5,8 +5,9 @@ re-publishes the message with its next attempt number, straight into the subscri
 through a delay queue, and then acks the original.
 
 Ordered: the queue has a single active consumer, and the next delivery of a key waits here
-(unacked, so it is never lost) until the current one is settled. A nack retries the same delivery
-locally after the delay, so a key never overtakes its nacked head.
+(unacked, so it is never lost) until the current one is settled; messages without a key are not
+held. A nack retries the same delivery locally after the delay, so a key never overtakes its
+nacked head.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class RabbitSubscription:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         # ordered only: key -> deliveries waiting behind the one being handled
-        self._waiting: dict[str | None, deque[RabbitDelivery]] = {}
+        self._waiting: dict[str, deque[RabbitDelivery]] = {}
         self.delivered = 0
 
     async def start(self, channel: AbstractRobustChannel, queue: AbstractQueue) -> None:
@@ -117,8 +118,8 @@ class RabbitSubscription:
         message, attempt = decode(raw)
         delivery = RabbitDelivery(self, raw, message, attempt)
         self.delivered += 1
-        if self.ordered:
-            key = message.key
+        key = message.key
+        if self.ordered and key is not None:
             waiting = self._waiting.get(key)
             if waiting is not None:
                 waiting.append(delivery)  # its key is busy; handed over on settle
@@ -157,6 +158,8 @@ class RabbitSubscription:
 
     def _advance(self, key: str | None) -> None:
         """The head of ``key`` is settled: hand over the next live delivery of that key."""
+        if key is None:
+            return  # unkeyed messages are never held back
         waiting = self._waiting.get(key)
         while waiting:
             nxt = waiting.popleft()

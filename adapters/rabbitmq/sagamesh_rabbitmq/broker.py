@@ -204,7 +204,9 @@ class RabbitBroker:
         publisher = self._publisher
         if publisher is None:
             raise BrokerUnavailableError("RabbitMQ broker is not connected")
-        await publisher.publish("", queue, body, props, mandatory=False)
+        # mandatory: if the queue is gone the retry must fail (and the original be requeued)
+        # rather than vanish while the original is acked.
+        await publisher.publish("", queue, body, props, mandatory=True)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[BrokerTransaction]:
@@ -240,23 +242,31 @@ class RabbitBroker:
             queue_name = topology.group_queue(self.exchange, topic, group)
             arguments = topology.group_arguments(ordered=ordered,
                                                  queue_type=self.options.queue_type)
-        channel = await connection.channel(publisher_confirms=False)
+        sub = RabbitSubscription(self, topic, group, queue_name, handler,
+                                 max_in_flight=max_in_flight, ordered=ordered,
+                                 drain_timeout=self.options.drain_timeout)
+        channel: AbstractRobustChannel | None = None
         try:
-            await channel.set_qos(prefetch_count=max(1, max_in_flight))
-            queue = await channel.declare_queue(
-                queue_name, durable=not anonymous, exclusive=anonymous, auto_delete=anonymous,
-                arguments=arguments)
-            await queue.bind(self.exchange, routing_key=topic)
-            if not anonymous:
-                self._group_queues.add(queue_name)
-            sub = RabbitSubscription(self, topic, group, queue_name, handler,
-                                     max_in_flight=max_in_flight, ordered=ordered,
-                                     drain_timeout=self.options.drain_timeout)
-            self._subs.add(sub)
-            await sub.start(channel, queue)
+            async with asyncio.timeout(self.options.publish_timeout):
+                channel = await connection.channel(publisher_confirms=False)
+                await channel.set_qos(prefetch_count=max(1, max_in_flight))
+                queue = await channel.declare_queue(
+                    queue_name, durable=not anonymous, exclusive=anonymous,
+                    auto_delete=anonymous, arguments=arguments)
+                await queue.bind(self.exchange, routing_key=topic)
+                if not anonymous:
+                    self._group_queues.add(queue_name)
+                self._subs.add(sub)
+                await sub.start(channel, queue)
         except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            self._subs.discard(sub)
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            if isinstance(exc, TimeoutError):
+                raise BrokerUnavailableError(
+                    f"RabbitMQ did not set up {queue_name!r} within "
+                    f"{self.options.publish_timeout:.1f}s") from exc
             if isinstance(exc, Exception):
                 raise _declare_error(exc, f"queue {queue_name!r}") from exc
             raise
