@@ -203,6 +203,7 @@ class SagaCoordinator:
         self._publish_batch = batch if callable(batch) else None
         self._plans: dict[str, Plan] = {}
         self._runs: dict[str, _Run] = {}
+        self._recovering = asyncio.Lock()
         self._slots = Gate(self.concurrency.max_concurrent_sagas)
         self._workers = Gate(self.concurrency.worker_pool_size)
         self._acquire_timeout = require_seconds(self.concurrency.acquire_timeout)
@@ -500,6 +501,10 @@ class SagaCoordinator:
         """
         if self._closed:
             return 0
+        async with self._recovering:  # start-up and periodic recovery must not interleave
+            return await self._recover()
+
+    async def _recover(self) -> int:
         adopted = 0
         for stored in await self.storage.get_active_sagas():
             if stored.id in self._runs:
