@@ -15,6 +15,12 @@ from .filters import (
     PredicateFilter,
     SagaIdFilter,
 )
+from .from_settings import (
+    apply_handler_settings,
+    consumer_config_from_settings,
+    dlq_config_from_settings,
+    retry_policy_from_settings,
+)
 from .handler import EventHandlerConfig, FailureAction, FunctionHandler, SagaEventHandler
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .metrics import ConsumerMetrics, HandlerMetrics
@@ -60,4 +66,8 @@ __all__ = [
     "RoutingStrategy",
     "SagaEventHandler",
     "SagaIdFilter",
+    "apply_handler_settings",
+    "consumer_config_from_settings",
+    "dlq_config_from_settings",
+    "retry_policy_from_settings",
 ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from .._durations import Duration, seconds
 from ..errors import ConfigError
@@ -84,6 +86,20 @@ class EventRouter:
         self._registrations = [r for r in self._registrations
                                if r.config.handler_id != handler_id]
         self._reindex()
+
+    def reconfigure(self, handler_id: str, **changes: Any) -> SagaEventHandler:
+        """Replace fields of a registered handler's config, keeping its registration order
+        (e.g. priority or max_concurrency from settings)."""
+        for i, reg in enumerate(self._registrations):
+            if reg.config.handler_id == handler_id:
+                config = dataclasses.replace(reg.config, **changes)
+                reg.handler.config = config
+                limiter = asyncio.Semaphore(config.max_concurrency) \
+                    if config.max_concurrency else None
+                self._registrations[i] = _Registration(reg.handler, config, limiter)
+                self._reindex()
+                return reg.handler
+        raise KeyError(handler_id)
 
     def handler(
         self,

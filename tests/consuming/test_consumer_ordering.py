@@ -59,7 +59,7 @@ async def test_1000_sagas_x_5_events_keep_per_saga_order_with_16_workers(
     bad = {saga: seqs for saga, seqs in seen.items() if seqs != [0, 1, 2, 3, 4]}
     assert bad == {}
     assert overlaps == 0, "two events of one saga ran at the same time"
-    assert max_active > 1, "no parallelism across sagas"
+    assert max_active >= 8, "little or no parallelism across sagas"
     assert max_active <= 16
     assert metrics.acked == 5000 and metrics.max_concurrent == max_active
     print(f"\nper-saga order: 5000 events, max concurrent handlers {max_active}/16")
