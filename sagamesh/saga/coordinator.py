@@ -11,9 +11,9 @@ cancels a saga whose lease it cannot keep.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -65,13 +65,14 @@ OutboxEncoder = Callable[[Sequence[SagaEvent]], Sequence[Message]]
 
 
 def _id_factory() -> Callable[[], str]:
-    """Random version-4 UUID strings from a per-coordinator PRNG seeded by the OS: unique like
-    uuid4() without its per-call ``os.urandom`` syscall (event ids need not be secret)."""
-    bits = random.Random(os.urandom(32)).getrandbits
+    """UUID-shaped (version 4, RFC 4122 variant) event ids: 74 random bits per coordinator plus a
+    48-bit counter. Unique like uuid4() at a fraction of its cost (no syscall per id)."""
+    h = f"{int.from_bytes(os.urandom(10), 'big'):020x}"
+    prefix = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"
+    counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
     def new_id() -> str:
-        h = f"{bits(128):032x}"
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        return f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
 
     return new_id
 
@@ -608,12 +609,13 @@ class SagaCoordinator:
 
     async def _drive(self, run: _Run) -> None:
         holds_slot = not run.needs_slot
-        final: SagaInstance | None = None
+        finished = False
         try:
             if run.needs_slot:
                 await self._slots.acquire()
                 holds_slot = True
-            final = await self._advance(run)
+            await self._advance(run)
+            finished = True
         except asyncio.CancelledError:
             if run.lost:
                 return
@@ -632,9 +634,11 @@ class SagaCoordinator:
                 self._slots.release()
             if self._runs.get(run.id) is run:
                 del self._runs[run.id]
-            for waiter in run.waiters:
-                if not waiter.done():
-                    waiter.set_result(final)
+            if run.waiters:
+                final = self._present(run.plan, run.instance, run.data) if finished else None
+                for waiter in run.waiters:
+                    if not waiter.done():
+                        waiter.set_result(final)
 
     def _lose(self, run: _Run, *, cancel: bool) -> None:
         if run.lost:
@@ -645,7 +649,7 @@ class SagaCoordinator:
         if cancel and run.task is not None:
             run.task.cancel()
 
-    async def _advance(self, run: _Run) -> SagaInstance:
+    async def _advance(self, run: _Run) -> None:
         instance = run.instance
         plan = run.plan
         if instance.state is SagaState.COMPENSATING:
@@ -819,7 +823,7 @@ class SagaCoordinator:
             )
             return output, attempt
 
-    async def _complete(self, run: _Run) -> SagaInstance:
+    async def _complete(self, run: _Run) -> None:
         instance = run.instance
         instance.state = SagaState.COMPLETED
         instance.result = instance.data
@@ -837,7 +841,6 @@ class SagaCoordinator:
         )
         await self._persist(run, release=True)
         self._finished(SagaState.COMPLETED, elapsed)
-        return self._present(run.plan, instance, run.data)
 
     def _dump_result(self, run: _Run) -> Any:
         if run.data is None or not run.plan.steps:
@@ -846,7 +849,7 @@ class SagaCoordinator:
 
     async def _compensate(
         self, run: _Run, target_state: SagaState, reason: SagaError | None
-    ) -> SagaInstance:
+    ) -> None:
         plan = run.plan
         instance = run.instance
         targets = [CompensationTarget(ps.id, ps.index, out, reason) for ps, out in run.completed]
@@ -927,7 +930,6 @@ class SagaCoordinator:
         )
         await self._persist(run, release=True)
         self._finished(final_state, elapsed)
-        return self._present(plan, instance, run.data)
 
     async def _compensate_one(self, run: _Run, target: CompensationTarget) -> None:
         ps = run.plan.steps[target.index]

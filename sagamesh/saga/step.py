@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from .._durations import Duration
 from ..errors import BusinessError, RetryableError
 from ..retry import RetryPolicy
 
 
-@dataclass(frozen=True, slots=True)
-class StepContext:
-    """What a step call knows about itself.
+class StepContext(msgspec.Struct, frozen=True, gc=False):
+    """What a step call knows about itself (immutable; a Struct because one is built per call).
 
     ``idempotency_key`` is ``f"{saga_id}:{step_id}"``: identical for every attempt, after a
     restart and for the step's compensation, so services can deduplicate on it.
@@ -28,7 +28,7 @@ class StepContext:
     step_index: int = 0
     definition_id: str = ""
     compensating: bool = False
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def idempotency_key(self) -> str:
