@@ -402,6 +402,26 @@ async def test_ordered_nack_with_delay_keeps_the_key_blocked(env: Env) -> None:
     assert collector.attempts_of(batch[1].id) == [1, 2, 3]
 
 
+async def test_ordered_never_holds_messages_without_a_key(env: Env) -> None:
+    broker = await env.broker()
+    blocker = _msg(env.topic, 0, key=None)
+    release = asyncio.Event()
+
+    async def hold(delivery: Delivery) -> None:
+        if delivery.message.id == blocker.id:
+            await release.wait()
+
+    collector = Collector()
+    await broker.subscribe(env.topic, collector.handler(on_message=hold), group=env.group,
+                           ordered=True, max_in_flight=10)
+    others = [_msg(env.topic, i, key=None) for i in range(1, 6)]
+    await broker.publish_many([blocker, *others])
+    await collector.wait_acked({m.id for m in others}, TIMEOUT)  # while the first still runs
+    assert blocker.id not in collector.acked_ids()
+    release.set()
+    await collector.wait_acked({blocker.id}, TIMEOUT)
+
+
 async def test_ordered_and_unordered_members_of_one_group_conflict(env: Env) -> None:
     broker = await env.broker()
     await broker.subscribe(env.topic, Collector().handler(), group=env.group, ordered=True)

@@ -100,6 +100,8 @@ class ConfirmingPublisher:
                     f"(message {props.message_id})"
                 ) from exc
             except TimeoutError as exc:
+                if isinstance(last, PublishNackedError):
+                    raise last from exc
                 if phase == "connect":
                     raise BrokerUnavailableError(
                         f"RabbitMQ unreachable for {self._timeout:.1f}s; message "
