@@ -16,7 +16,7 @@ from ..retry import ExponentialBackoffRetryPolicy, RetryPolicy
 from .dispatcher import DispatcherDrainedError, PriorityDispatcher
 from .idempotency import IdempotencyStore
 from .metrics import ConsumerMetrics
-from .processor import Decoder, MessageProcessor, Outcome
+from .processor import ConsumeMetricsSink, ConsumeTracer, Decoder, MessageProcessor, Outcome
 from .router import EventRouter
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,9 @@ class EventConsumer:
     """
 
     def __init__(self, broker: Broker, router: EventRouter,
-                 config: ConsumerConfig | None = None, *, decoder: Decoder | None = None) -> None:
+                 config: ConsumerConfig | None = None, *, decoder: Decoder | None = None,
+                 tracing: ConsumeTracer | None = None,
+                 prometheus: ConsumeMetricsSink | None = None) -> None:
         self.broker = broker
         self.router = router
         self.config = config = config or ConsumerConfig()
@@ -89,7 +91,8 @@ class EventConsumer:
         self.processor = MessageProcessor(
             router, retry=config.retry, dlq_topic=config.dlq_topic,
             idempotency=config.idempotency, broker_name=getattr(broker, "name", ""),
-            group=config.group, decoder=decoder, metrics=self.metrics)
+            group=config.group, decoder=decoder, metrics=self.metrics, tracing=tracing,
+            prometheus=prometheus)
         self.dispatcher = self._new_dispatcher()
         self._subscriptions: list[Subscription] = []
         self._running_tasks: set[asyncio.Task[object]] = set()

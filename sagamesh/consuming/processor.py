@@ -9,11 +9,13 @@ applies an outcome to a :class:`~sagamesh.brokers.base.Delivery`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Protocol
 
 from ..brokers.base import Delivery
 from ..dlq_message import dead_letter
@@ -31,6 +33,24 @@ log = logging.getLogger(__name__)
 
 Decoder = Callable[[Message], SagaEvent]
 Publish = Callable[[Message], Awaitable[None]]
+
+
+class ConsumeTracer(Protocol):
+    """What the processor needs from :class:`sagamesh.observability.Tracing`."""
+
+    enabled: bool
+
+    def consume_span(self, *, system: str, destination: str, saga_id: str,
+                     headers: Mapping[str, str],
+                     event_type: str = "") -> contextlib.AbstractContextManager[Any]: ...
+
+
+class ConsumeMetricsSink(Protocol):
+    """What the processor needs from :class:`sagamesh.observability.metrics.Metrics`."""
+
+    def consumed(self, handler: str, outcome: str, duration: float | None = None) -> None: ...
+
+    def dead_lettered(self, reason: str) -> None: ...
 
 
 class OutcomeKind(StrEnum):
@@ -98,6 +118,8 @@ class MessageProcessor:
         group: str | None = None,
         decoder: Decoder | None = None,
         metrics: ConsumerMetrics | None = None,
+        tracing: ConsumeTracer | None = None,
+        prometheus: ConsumeMetricsSink | None = None,
     ) -> None:
         self.router = router
         self.retry = retry
@@ -107,6 +129,8 @@ class MessageProcessor:
         self.group = group
         self.decode = decoder or default_decoder()
         self.metrics = metrics or ConsumerMetrics()
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
+        self.prometheus = prometheus
 
     # -- phase 1: decode and route (synchronous) ------------------------------------------
     def prepare(self, message: Message, attempt: int = 1) -> Prepared | Outcome:
@@ -128,15 +152,32 @@ class MessageProcessor:
 
     # -- phase 2: run the handlers --------------------------------------------------------
     async def execute(self, prepared: Prepared, ctx: HandlerContext | None = None) -> Outcome:
-        event = prepared.event
         if ctx is None:
             ctx = self.context(prepared.message, prepared.attempt)
+        if self.tracing is None:
+            return await self._execute(prepared, ctx)
+        message = prepared.message
+        event = prepared.event
+        # The span is current while handlers run, so what they publish becomes its child; its
+        # parent is the publisher's span (``traceparent`` header).
+        with self.tracing.consume_span(system=self.broker_name, destination=message.topic,
+                                       saga_id=event.saga_id, headers=message.headers,
+                                       event_type=str(event.type)) as span:
+            outcome = await self._execute(prepared, ctx)
+            if span is not None:
+                span.set_attribute("sagamesh.outcome", outcome.kind.value)
+            return outcome
+
+    async def _execute(self, prepared: Prepared, ctx: HandlerContext) -> Outcome:
+        event = prepared.event
         store = self.idempotency
         failures: list[tuple[Route, BaseException, FailureAction]] = []
         ran = 0
         for route in prepared.routes:
             key = f"{event.id}:{route.handler_id}" if store is not None else ""
             if store is not None and await store.contains(key):
+                if self.prometheus is not None:
+                    self.prometheus.consumed(route.handler_id, "skipped")
                 continue
             ran += 1
             error = await self._run(route, event, ctx)
@@ -173,6 +214,8 @@ class MessageProcessor:
         metrics = handler.metrics
         if route.error is not None:  # a filter raised
             metrics.record(0.0, ok=False)
+            if self.prometheus is not None:
+                self.prometheus.consumed(route.handler_id, "failed", 0.0)
             return route.error
         limiter = route.limiter
         if limiter is not None:
@@ -196,6 +239,9 @@ class MessageProcessor:
                 limiter.release()
         duration = time.perf_counter() - start
         metrics.record(duration, ok=error is None, timed_out=timed_out)
+        if self.prometheus is not None:
+            self.prometheus.consumed(route.handler_id, "ok" if error is None else "failed",
+                                     duration)
         if error is None:
             try:
                 await handler.on_event_processed(event, duration)
@@ -231,6 +277,8 @@ class MessageProcessor:
                 return self._dead_letter(prepared.message, attempt, DLQReason.RETRIES_EXHAUSTED,
                                          error, handler_id=route.handler_id)
         route, error, _ = retrying[0]
+        if self.prometheus is not None:
+            self.prometheus.consumed(route.handler_id, "retried")
         delay = 0.0 if requeue_only else self.retry.delay(attempt)
         return Outcome(OutcomeKind.RETRY, delay=delay, reason=f"{route.handler_id}: {error}",
                        error=error)
@@ -279,6 +327,11 @@ class MessageProcessor:
                 await delivery.nack(self.retry.delay(delivery.attempt) or None)
                 return
             metrics.dead_lettered += 1
+            if self.prometheus is not None:
+                self.prometheus.dead_lettered(outcome.reason.split(":", 1)[0])
+                handler_id = outcome.dlq_message.headers.get(Headers.DLQ_HANDLER)
+                if handler_id is not None:
+                    self.prometheus.consumed(handler_id, "dead_lettered")
             await delivery.ack()
 
 
