@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,6 +209,8 @@ class _MemorySubscription:
                     await waiter
                 except asyncio.CancelledError:
                     sem.release()
+                    if waiter.done() and not waiter.cancelled():
+                        group._wake()  # we were woken but close first: pass the wakeup on
                     raise
                 entry = group.take()
             delivery = _MemoryDelivery(self, entry)
@@ -279,7 +281,8 @@ class MemoryBroker:
         self.retention = retention
         self._topics: dict[str, _Topic] = {}
         self._subs: set[_MemorySubscription] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
+        # Delayed redeliveries: handle -> the requeue it will do (run at once on close).
+        self._timers: dict[asyncio.TimerHandle, Callable[[], None]] = {}
         self._connected = False
         self._anon = itertools.count(1)
         self.published = 0
@@ -293,9 +296,10 @@ class MemoryBroker:
             return
         self._connected = False
         await asyncio.gather(*(sub.close() for sub in list(self._subs)), return_exceptions=True)
-        for timer in self._timers:
+        timers, self._timers = self._timers, {}
+        for timer, requeue in timers.items():
             timer.cancel()
-        self._timers.clear()
+            requeue()  # a nacked message is not lost by closing the broker
 
     async def __aenter__(self) -> MemoryBroker:
         await self.connect()
@@ -378,16 +382,19 @@ class MemoryBroker:
     def _schedule(self, delay: float, group: _Group, old: _Entry, new: _Entry) -> None:
         loop = asyncio.get_running_loop()
 
-        def fire() -> None:
-            self._timers.discard(handle)
+        def requeue() -> None:
             group.requeue(new)
+
+        def fire() -> None:
+            self._timers.pop(handle, None)
+            requeue()
 
         if not (group.ordered and old.message.key):
             # Unordered: the key need not stay blocked while the delay runs.
             group.release(old)
 
         handle = loop.call_later(delay, fire)
-        self._timers.add(handle)
+        self._timers[handle] = requeue
 
     async def health(self) -> Health:
         return Health(healthy=self._connected, broker=self.name,
