@@ -13,22 +13,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import BrokerUnavailableError, ConfigError
-from .settings import (
-    BrokerSettings,
-    HandlerSettings,
-    RetrySettings,
-    Settings,
-    mask_url,
-)
+from .settings import BrokerSettings, RetrySettings, Settings, mask_url
 
 if TYPE_CHECKING:
     from .brokers.base import Broker
     from .consuming import (
         ConsumerConfig,
         DeadLetterQueueHandler,
+        DLQStore,
         EventConsumer,
         EventRouter,
-        IdempotencyStore,
     )
     from .observability.metrics import Metrics
     from .observability.tracing import Tracing
@@ -200,101 +194,41 @@ def create_publisher(broker: Broker, settings: Settings, *, tracing: Tracing | N
 
 def retry_policy(retry: RetrySettings) -> RetryPolicy:
     """The ``sagamesh.retry`` policy a :class:`RetrySettings` describes."""
-    from .retry import (
-        ExponentialBackoffRetryPolicy,
-        FixedDelayRetryPolicy,
-        LinearBackoffRetryPolicy,
-        NoRetryPolicy,
-    )
+    from .consuming.from_settings import retry_policy_from_settings
 
-    if retry.kind == "exponential":
-        return ExponentialBackoffRetryPolicy(max_attempts=retry.max_attempts,
-                                             base_delay=retry.base_delay,
-                                             max_delay=retry.max_delay, jitter=retry.jitter)
-    if retry.kind == "fixed":
-        return FixedDelayRetryPolicy(retry.max_attempts, retry.base_delay)
-    if retry.kind == "linear":
-        return LinearBackoffRetryPolicy(max_attempts=retry.max_attempts,
-                                        base_delay=retry.base_delay,
-                                        increment=retry.increment, max_delay=retry.max_delay)
-    return NoRetryPolicy()
-
-
-def create_idempotency_store(settings: Settings) -> IdempotencyStore | None:
-    idem = settings.consumer.idempotency
-    if idem.kind == "none":
-        return None
-    if idem.kind == "memory":
-        from .consuming import MemoryIdempotencyStore
-
-        return MemoryIdempotencyStore(ttl=idem.ttl)
-    url = idem.url.get_secret_value() if idem.url is not None else (
-        settings.storage.url.get_secret_value()
-        if settings.storage.type == "redis" and settings.storage.url is not None else None)
-    if url is None:
-        raise ConfigError("redis idempotency needs a url (or redis storage with a url)",
-                          field="consumer.idempotency.url")
-    from .consuming import RedisIdempotencyStore
-
-    return RedisIdempotencyStore(url, prefix=idem.prefix, ttl=idem.ttl)
+    return retry_policy_from_settings(retry)
 
 
 def consumer_config(settings: Settings) -> ConsumerConfig:
-    from .consuming import ConsumerConfig
+    """``consumer:`` as a :class:`ConsumerConfig` (retry policy, idempotency store)."""
+    from .consuming.from_settings import consumer_config_from_settings
 
-    c = settings.consumer
-    return ConsumerConfig(
-        topic_prefix=c.topic_prefix, topic_strategy=c.topic_strategy, group=c.group,
-        max_in_flight=c.max_in_flight, ordering=c.ordering, retry=retry_policy(c.retry),
-        dlq_topic=c.dlq_topic, idempotency=create_idempotency_store(settings),
-        shutdown_timeout=c.shutdown_timeout)
-
-
-def apply_handler_settings(router: EventRouter, handlers: dict[str, HandlerSettings]) -> None:
-    """Apply the ``handlers:`` section (keyed by handler id) to ``router``'s handlers."""
-    known = {h.handler_id for h in router.handlers}
-    for handler_id, overrides in handlers.items():
-        if handler_id not in known:
-            raise ConfigError(
-                f"no handler with id {handler_id!r} is registered (registered: "
-                f"{', '.join(sorted(known)) or 'none'})", field=f"handlers.{handler_id}")
-        if not overrides.enabled:
-            router.unregister(handler_id)
-            continue
-        changes = {name: value for name in ("priority", "max_concurrency", "processing_timeout")
-                   if (value := getattr(overrides, name)) is not None}
-        if changes:
-            router.reconfigure(handler_id, **changes)
+    return consumer_config_from_settings(settings.consumer)
 
 
 def create_consumer(broker: Broker, router: EventRouter, settings: Settings, *,
                     tracing: Tracing | None = None,
                     metrics: Metrics | None = None) -> EventConsumer:
-    """An :class:`EventConsumer` configured by ``consumer:`` and ``handlers:``; with tracing or
-    metrics, its handlers run inside span ``sagamesh.consume`` and are counted."""
+    """An :class:`EventConsumer` configured by ``consumer:`` and ``handlers:``; with tracing
+    its handlers run inside span ``sagamesh.consume`` (child of the publisher's span), with
+    metrics their outcomes, latency and dead letters are counted."""
     from .consuming import EventConsumer
+    from .consuming.from_settings import apply_handler_settings
 
     apply_handler_settings(router, settings.handlers)
-    consumer = EventConsumer(broker, router, consumer_config(settings))
-    if tracing is not None or metrics is not None:
-        from .observability.consume import observe_processor
-
-        consumer.processor = observe_processor(
-            consumer.processor, tracing=tracing, metrics=metrics,
-            system=getattr(broker, "name", "") or settings.broker.type)
-    return consumer
+    return EventConsumer(broker, router, consumer_config(settings), tracing=tracing,
+                         prometheus=metrics)
 
 
-def create_dlq_handler(broker: Broker, settings: Settings) -> DeadLetterQueueHandler:
-    from .consuming import DeadLetterQueueHandler, DLQConfig
-    from .publishing import DLQRetryPolicy
+def create_dlq_handler(broker: Broker, settings: Settings, *,
+                       store: DLQStore | None = None) -> DeadLetterQueueHandler:
+    """A :class:`DeadLetterQueueHandler` for ``dlq:`` (topic, group, retry policy)."""
+    from .consuming import DeadLetterQueueHandler
+    from .consuming.from_settings import dlq_config_from_settings
 
-    d = settings.dlq
-    policy = DLQRetryPolicy(max_retries=d.retry_policy.max_retries,
-                            retry_interval=d.retry_policy.retry_interval,
-                            ttl=d.retry_policy.ttl)
-    return DeadLetterQueueHandler(broker, DLQConfig(topic=d.topic, retry_policy=policy,
-                                                    group=d.group, auto_retry=d.auto_retry))
+    config = dlq_config_from_settings(settings.dlq) if store is None \
+        else dlq_config_from_settings(settings.dlq, store=store)
+    return DeadLetterQueueHandler(broker, config)
 
 
 # -- sagas ----------------------------------------------------------------------------------
@@ -349,7 +283,6 @@ def create_coordinator(settings: Settings, storage: StateStorage,
 
 
 __all__ = [
-    "apply_handler_settings",
     "broker_options",
     "connect_broker",
     "consumer_config",
@@ -357,7 +290,6 @@ __all__ = [
     "create_consumer",
     "create_coordinator",
     "create_dlq_handler",
-    "create_idempotency_store",
     "create_metrics",
     "create_publisher",
     "create_storage",
