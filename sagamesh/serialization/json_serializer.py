@@ -8,8 +8,9 @@ write an ISO 8601 string. So that this costs (almost) nothing:
   object's class is then switched to ``SagaEvent`` (same memory layout) and its duration set: no
   copy of the 22 other fields. Should a msgspec release ever refuse the switch, a copying
   conversion takes over (checked once at import).
-* encode writes events without a duration straight from the Struct; an event with one is encoded
-  without it and ``,"duration":<ns>}`` is appended (JSON objects are unordered).
+* encode writes events without a duration straight from the Struct; for one with a duration it
+  encodes a private copy whose ``duration`` holds the int (msgspec writes values by their
+  runtime type).
 
 Timestamps are RFC 3339 and written in UTC; offsets and nanosecond fractions are accepted on
 decode (fractions rounded to the microsecond a ``datetime`` holds) and normalised to UTC.
@@ -53,28 +54,21 @@ _WireEvent: Any = msgspec.defstruct(
 )
 
 
-def _switch_class(wire: Any) -> SagaEvent:
-    """Turn a decoded ``_WireEvent`` into the ``SagaEvent`` it mirrors, in place."""
-    wire.__class__ = SagaEvent
-    event: SagaEvent = wire
-    return event
-
-
 def _copy_fields(wire: Any) -> SagaEvent:
-    """The portable, slower conversion (a new SagaEvent)."""
+    """The portable, slower conversion: a new SagaEvent from the mirror's fields."""
     return SagaEvent(**{name: getattr(wire, name) for name in _FIELD_NAMES})
 
 
-def _pick_conversion() -> Any:
+def _class_switch_works() -> bool:
     probe = _WireEvent(id="probe", saga_id="probe", type="saga.started")
     try:
-        converted = _switch_class(probe)
+        probe.__class__ = SagaEvent
     except TypeError:  # pragma: no cover - only if msgspec changes its object layout
-        return _copy_fields
-    return _switch_class if type(converted) is SagaEvent else _copy_fields
+        return False
+    return type(probe) is SagaEvent
 
 
-_to_event = _pick_conversion()
+_SWITCH_CLASS: Final = _class_switch_works()
 
 
 def _utc_error(error: SagaError) -> SagaError:
@@ -84,6 +78,20 @@ def _utc_error(error: SagaError) -> SagaError:
     if error.timestamp.tzinfo is UTC and utc_cause is cause:
         return error
     return replace(error, timestamp=as_utc(error.timestamp), cause=utc_cause)
+
+
+def _wire_copy(event: SagaEvent) -> SagaEvent:
+    """A private copy holding what goes on the wire: duration as int nanoseconds, UTC times.
+
+    msgspec encodes a field by its value's runtime type, so an int in ``duration`` is written
+    as a JSON integer; the copy never leaves this module.
+    """
+    duration = event.duration
+    wire_duration: Any = duration_to_ns(duration) if duration else _NO_DURATION
+    if event.error is None and event.timestamp.tzinfo is UTC:
+        return replace(event, duration=wire_duration)
+    error = None if event.error is None else _utc_error(event.error)
+    return replace(event, duration=wire_duration, timestamp=as_utc(event.timestamp), error=error)
 
 
 class JsonSerializer:
@@ -101,31 +109,14 @@ class JsonSerializer:
     def encode(self, event: SagaEvent) -> bytes:
         try:
             if (
-                event.duration is not _NO_DURATION
-                or event.error is not None
-                or event.timestamp.tzinfo is not UTC
+                event.duration is _NO_DURATION
+                and event.error is None
+                and event.timestamp.tzinfo is UTC
             ):
-                return self._encode_slow(event)
-            return self._encoder.encode(event)
+                return self._encoder.encode(event)
+            return self._encoder.encode(_wire_copy(event))
         except (TypeError, ValueError, OverflowError, AttributeError, RecursionError) as exc:
             raise SerializationError(f"cannot encode event as JSON: {exc}") from exc
-
-    def _encode_slow(self, event: SagaEvent) -> bytes:
-        changes: dict[str, Any] = {}
-        duration = event.duration
-        ns = duration_to_ns(duration) if duration else 0
-        if duration is not _NO_DURATION:
-            changes["duration"] = _NO_DURATION
-        if event.timestamp.tzinfo is not UTC:
-            changes["timestamp"] = as_utc(event.timestamp)
-        if event.error is not None:
-            error = _utc_error(event.error)
-            if error is not event.error:
-                changes["error"] = error
-        body = self._encoder.encode(replace(event, **changes) if changes else event)
-        if ns:
-            return b'%b,"duration":%d}' % (body[:-1], ns)
-        return body
 
     def decode(self, data: bytes) -> SagaEvent:
         try:
@@ -141,7 +132,12 @@ class JsonSerializer:
                 raise SerializationError(
                     f"invalid JSON event: duration {duration} ns is out of range"
                 ) from exc
-        event: SagaEvent = _to_event(wire)
+        event: SagaEvent
+        if _SWITCH_CLASS:
+            wire.__class__ = SagaEvent
+            event = wire
+        else:  # pragma: no cover - see _class_switch_works
+            event = _copy_fields(wire)
         if not event.saga_id or not event.id:
             missing = "id" if not event.id else "saga_id"
             raise SerializationError(f"invalid JSON event: {missing} is empty")
