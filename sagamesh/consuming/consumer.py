@@ -147,6 +147,7 @@ class EventConsumer:
         snapshot = self.metrics.snapshot()
         snapshot.buffered = self.dispatcher.pending
         snapshot.in_flight = self.dispatcher.running
+        snapshot.max_buffered = max(snapshot.max_buffered, self.dispatcher.max_pending)
         return snapshot
 
     # -- internals ------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class EventConsumer:
                 log.warning("consumer drain timed out after %ss; returning %d waiting and "
                             "cancelling %d running deliveries", timeout, dispatcher.pending,
                             dispatcher.running)
+        self.metrics.max_buffered = max(self.metrics.max_buffered, dispatcher.max_pending)
         dispatcher.drain()  # waiting deliveries are nacked back by their own tasks
         running = list(self._running_tasks)
         for task in running:
@@ -195,9 +197,6 @@ class EventConsumer:
         except DispatcherDrainedError:
             await delivery.nack()
             return
-        finally:
-            if dispatcher.pending > metrics.max_buffered:
-                metrics.max_buffered = dispatcher.pending
         task = asyncio.current_task()
         assert task is not None
         running_tasks = self._running_tasks

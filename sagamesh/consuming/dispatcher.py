@@ -34,6 +34,7 @@ class PriorityDispatcher:
         "_heap",
         "_idle",
         "_lanes",
+        "max_pending",
         "ordered",
         "pending",
         "running",
@@ -46,6 +47,7 @@ class PriorityDispatcher:
         self.slots = slots
         self.ordered = ordered
         self.pending = 0  # waiting for a slot
+        self.max_pending = 0  # high-water mark of ``pending``
         self.running = 0  # holding a slot
         self._heap: list[_Entry] = []
         self._lanes: dict[str, deque[_Entry]] = {}
@@ -65,6 +67,8 @@ class PriorityDispatcher:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (-priority, next(self._counter), key, fut)
         self.pending += 1
+        if self.pending > self.max_pending:
+            self.max_pending = self.pending
         if busy:
             lanes[key].append(entry)  # type: ignore[index]
         else:

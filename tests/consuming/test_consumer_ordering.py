@@ -128,3 +128,29 @@ async def test_priority_order_under_load_with_4_workers(broker: MemoryBroker) ->
 
     assert started.count("urgent") == 500 and started.count("normal") == 500
     assert started[:500] == ["urgent"] * 500, "a low-priority event started before an urgent one"
+
+
+async def test_the_buffer_is_bounded_by_max_in_flight(broker: MemoryBroker) -> None:
+    router = EventRouter()
+    gate = asyncio.Event()
+    entered = Signal()
+    done = Signal()
+
+    @router.handler(handler_id="slow")
+    async def slow(ev: SagaEvent, ctx: HandlerContext) -> None:
+        entered.hit()
+        await gate.wait()
+        done.hit()
+
+    config = ConsumerConfig(group="bounded", workers=2, max_in_flight=32)
+    async with EventConsumer(broker, router, config) as consumer:
+        await publish(broker, *(event(f"s-{i}") for i in range(500)))
+        await entered.wait(2)
+        await turns_until(lambda: consumer.dispatcher.pending == 30)
+        for _ in range(100):  # give the broker every chance to push more
+            await asyncio.sleep(0)
+        assert consumer.dispatcher.pending == 30  # 32 in flight = 2 running + 30 waiting
+        assert broker.queued("saga.events", "bounded") == 468  # the rest stays in the broker
+        gate.set()
+        await done.wait(500)
+        assert consumer.get_metrics().max_buffered == 30
