@@ -122,3 +122,9 @@ def _summary(report: DemoReport) -> Table:
 
 def main() -> None:
     app()
+
+
+# The operations commands (worker, config, bench, dlq, sagas) live in cli_ops.
+from .cli_ops import register as _register_ops  # noqa: E402
+
+_register_ops(app)
