@@ -25,6 +25,7 @@ from .handler import EventHandlerConfig, FailureAction, FunctionHandler, SagaEve
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .metrics import ConsumerMetrics, HandlerMetrics
 from .processor import DLQReason, MessageProcessor, Outcome, OutcomeKind, Prepared
+from .redis_dlq_store import RedisDLQStore
 from .redis_idempotency import RedisIdempotencyStore
 from .router import EventRouter, Route, RoutingStrategy
 
@@ -61,6 +62,7 @@ __all__ = [
     "Prepared",
     "PriorityDispatcher",
     "RecoveryResult",
+    "RedisDLQStore",
     "RedisIdempotencyStore",
     "Route",
     "RoutingStrategy",
