@@ -162,10 +162,11 @@ class SagaCoordinator:
     ``publisher`` is anything with ``async publish_saga_event(event)`` (default: a new
     :class:`InMemoryEventPublisher`); a ``publish_batch(events)`` method is used when present.
     ``lease_ttl`` bounds how long a crashed coordinator's sagas stay untouched;
-    ``recovery_interval`` (optional) re-runs :meth:`recover` periodically so a live coordinator
-    adopts sagas abandoned by a dead one. ``outbox`` (with a storage whose ``supports_outbox``
-    is true) turns events into messages written atomically with each state write instead of
-    publishing them (a relay publishes them later). Storage and publisher are not closed by
+    ``recovery_interval`` (``None`` to disable) re-runs :meth:`recover` periodically so a live
+    coordinator adopts sagas abandoned by a dead one (or left by a storage outage).
+    ``outbox`` (with a storage whose ``supports_outbox`` is true) turns events into messages
+    written atomically with each state write instead of publishing them (a relay publishes them
+    later). Storage and publisher are not closed by
     :meth:`close`: they belong to the caller.
     """
 
@@ -177,7 +178,7 @@ class SagaCoordinator:
         *,
         instance_id: str | None = None,
         lease_ttl: Duration = 15.0,
-        recovery_interval: Duration | None = None,
+        recovery_interval: Duration | None = 30.0,
         outbox: OutboxEncoder | None = None,
         definitions: Sequence[SagaDefinition] = (),
     ) -> None:
@@ -203,6 +204,7 @@ class SagaCoordinator:
         batch = getattr(self.publisher, "publish_batch", None)
         self._publish_batch = batch if callable(batch) else None
         self._plans: dict[str, Plan] = {}
+        self._unknown: set[str] = set()
         self._runs: dict[str, _Run] = {}
         self._recovering = asyncio.Lock()
         self._slots = Gate(self.concurrency.max_concurrent_sagas)
@@ -512,11 +514,13 @@ class SagaCoordinator:
                 continue
             plan = self._plans.get(stored.definition_id)
             if plan is None:
-                log.warning(
-                    "saga %s: definition %r is not registered; not recovered",
-                    stored.id,
-                    stored.definition_id,
-                )
+                if stored.definition_id not in self._unknown:
+                    self._unknown.add(stored.definition_id)
+                    log.warning(
+                        "sagas of definition %r found in storage but it is not registered here; "
+                        "they are left to other coordinators",
+                        stored.definition_id,
+                    )
                 continue
             if (
                 stored.lease_owner is not None
@@ -657,19 +661,11 @@ class SagaCoordinator:
             return await self._compensate(run, target, instance.error)
         deadline = run.deadline
         try:
+            # the saga deadline bounds step executions and retry waits (see _invoke/_sleep),
+            # never a storage write: a write cut off mid-flight would leave the version unknown
             if deadline is not None and asyncio.get_running_loop().time() >= deadline:
                 raise _TimedOut
-            if deadline is None:
-                await self._forward(run)
-            else:
-                window = asyncio.timeout_at(deadline)
-                try:
-                    async with window:
-                        await self._forward(run)
-                except TimeoutError:
-                    if not window.expired():
-                        raise
-                    raise _TimedOut from None
+            await self._forward(run)
         except _TimedOut:
             error = SagaError(
                 code="saga_timed_out",
@@ -745,19 +741,13 @@ class SagaCoordinator:
             if not workers.try_acquire():
                 await workers.acquire()
             try:
-                if ps.timeout is None:
+                if ps.timeout is None and run.deadline is None:
                     output = await ps.execute(ctx, data)
                 else:
-                    window = asyncio.timeout(ps.timeout)
-                    try:
-                        async with window:
-                            output = await ps.execute(ctx, data)
-                    except TimeoutError:
-                        if not window.expired():
-                            raise
-                        raise StepTimeoutError(
-                            f"step {ps.id!r} exceeded its timeout of {ps.timeout}s"
-                        ) from None
+                    output = await self._invoke(run, ps, ctx, data)
+            except _TimedOut:
+                workers.release()
+                raise
             except Exception as exc:
                 workers.release()
                 elapsed = timedelta(seconds=time.perf_counter() - began)
@@ -822,6 +812,32 @@ class SagaCoordinator:
                 data=output if output is None else ps.codec.dump(output),
             )
             return output, attempt
+
+    async def _invoke(self, run: _Run, ps: PlannedStep, ctx: StepContext, data: Any) -> Any:
+        """Run a step under the earlier of its own timeout and the saga deadline (cancelling it
+        when that passes): ``StepTimeoutError`` for the former, ``_TimedOut`` for the latter."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadline = run.deadline
+        if deadline is not None and now >= deadline:
+            raise _TimedOut
+        if ps.timeout is None:
+            assert deadline is not None
+            when = deadline
+        else:
+            when = now + ps.timeout if deadline is None else min(deadline, now + ps.timeout)
+        window = asyncio.timeout_at(when)
+        try:
+            async with window:
+                return await ps.execute(ctx, data)
+        except TimeoutError:
+            if not window.expired():
+                raise
+            if deadline is not None and when >= deadline:
+                raise _TimedOut from None
+            raise StepTimeoutError(
+                f"step {ps.id!r} exceeded its timeout of {ps.timeout}s"
+            ) from None
 
     async def _complete(self, run: _Run) -> None:
         instance = run.instance
@@ -1038,18 +1054,25 @@ class SagaCoordinator:
         )
 
     async def _sleep(self, run: _Run, delay: float) -> None:
-        """Wait ``delay`` seconds, or less if the saga is cancelled meanwhile."""
-        if delay <= 0 or run.cancel_reason is not None:
+        """Wait ``delay`` seconds before a retry; cut short by a cancel, bounded by the saga
+        deadline (``_TimedOut`` when it passes)."""
+        if run.cancel_reason is not None:
             return
         loop = asyncio.get_running_loop()
-        wake: asyncio.Future[None] = loop.create_future()
-        run.wake = wake
-        handle = loop.call_later(delay, _settle, wake)
-        try:
-            await wake
-        finally:
-            handle.cancel()
-            run.wake = None
+        deadline = run.deadline
+        if deadline is not None:
+            delay = min(delay, deadline - loop.time())
+        if delay > 0:
+            wake: asyncio.Future[None] = loop.create_future()
+            run.wake = wake
+            handle = loop.call_later(delay, _settle, wake)
+            try:
+                await wake
+            finally:
+                handle.cancel()
+                run.wake = None
+        if run.cancel_reason is None and deadline is not None and loop.time() >= deadline:
+            raise _TimedOut
 
     def _finished(self, state: SagaState, elapsed: timedelta) -> None:
         c = self._c

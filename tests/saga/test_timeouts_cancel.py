@@ -124,3 +124,39 @@ async def test_cancel_of_a_terminal_saga_changes_nothing() -> None:
     again = await coordinator.get_saga_instance(final.id)
     assert again.state is SagaState.COMPLETED and again.version == final.version
     await coordinator.close()
+
+
+async def test_saga_deadline_cuts_a_retry_wait_short() -> None:
+    calls: list[int] = []
+
+    async def flaky(ctx: StepContext, data: Any) -> Any:
+        calls.append(ctx.attempt)
+        raise ConnectionError("down")
+
+    rec = Recorder()
+    d = SagaDefinition(
+        "deadline-retry",
+        steps=[rec.step("a"), step("b", flaky)],
+        retry_policy=FixedDelayRetryPolicy(5, 30.0),
+        timeout=0.2,
+    )
+    coordinator, _ = make_coordinator()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    instance = await coordinator.start_saga(d, [])
+    final = await coordinator.wait_for_completion(instance.id, timeout=10)
+    assert final.state is SagaState.TIMED_OUT and calls == [1]
+    assert loop.time() - began < 10  # ended at the 0.2 s deadline, not after the 30 s delay
+    assert rec.compensated() == ["a"]
+    await coordinator.close()
+
+
+async def test_step_timeout_and_saga_timeout_are_told_apart() -> None:
+    hang = Hang()
+    d = SagaDefinition("both", steps=[step("slow", hang, timeout=30)], timeout=0.05)
+    coordinator, _ = make_coordinator()
+    final = await coordinator.wait_for_completion(
+        (await coordinator.start_saga(d, [])).id, timeout=10
+    )
+    assert final.state is SagaState.TIMED_OUT and hang.cancelled == 1
+    await coordinator.close()
