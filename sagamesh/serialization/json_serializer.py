@@ -18,7 +18,7 @@ decode (fractions rounded to the microsecond a ``datetime`` holds) and normalise
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC
 from typing import Any, Final
 
 import msgspec
@@ -26,14 +26,13 @@ from msgspec.structs import force_setattr, replace
 
 from ..errors import SerializationError
 from ..events import SagaError, SagaEvent
+from ._mirror import NO_DURATION, class_switch_works, copy_fields
 from ._time import as_utc, duration_to_ns, ns_to_duration
 
 CONTENT_TYPE: Final = "application/json"
 
 _FIELDS: Final = msgspec.structs.fields(SagaEvent)
-_FIELD_NAMES: Final = tuple(f.name for f in _FIELDS)
-# The default object itself: msgspec omits a default by identity, not by equality.
-_NO_DURATION: Final[timedelta] = next(f.default for f in _FIELDS if f.name == "duration")
+_NO_DURATION: Final = NO_DURATION
 
 
 def _wire_field(field: msgspec.structs.FieldInfo) -> tuple[Any, ...]:
@@ -54,21 +53,7 @@ _WireEvent: Any = msgspec.defstruct(
 )
 
 
-def _copy_fields(wire: Any) -> SagaEvent:
-    """The portable, slower conversion: a new SagaEvent from the mirror's fields."""
-    return SagaEvent(**{name: getattr(wire, name) for name in _FIELD_NAMES})
-
-
-def _class_switch_works() -> bool:
-    probe = _WireEvent(id="probe", saga_id="probe", type="saga.started")
-    try:
-        probe.__class__ = SagaEvent
-    except TypeError:  # pragma: no cover - only if msgspec changes its object layout
-        return False
-    return type(probe) is SagaEvent
-
-
-_SWITCH_CLASS: Final = _class_switch_works()
+_SWITCH_CLASS: Final = class_switch_works(_WireEvent, id="probe", saga_id="probe", type="x")
 
 
 def _utc_error(error: SagaError) -> SagaError:
@@ -137,7 +122,7 @@ class JsonSerializer:
             wire.__class__ = SagaEvent
             event = wire
         else:  # pragma: no cover - see _class_switch_works
-            event = _copy_fields(wire)
+            event = copy_fields(wire)
         if not event.saga_id or not event.id:
             missing = "id" if not event.id else "saga_id"
             raise SerializationError(f"invalid JSON event: {missing} is empty")

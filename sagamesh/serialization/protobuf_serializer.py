@@ -14,31 +14,41 @@ import msgspec
 
 from ..errors import SerializationError
 from ..events import ErrorType, EventType, SagaError, SagaEvent
+from ._mirror import NO_DURATION, class_switch_works, copy_fields
 from ._time import duration_to_ns, ns_to_duration
 from .registry import PROTOBUF_CONTENT_TYPE
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
 _EVENT_TYPES: Final[dict[str, EventType]] = {t.value: t for t in EventType}
 _ERROR_TYPES: Final[dict[str, ErrorType]] = {t.value: t for t in ErrorType}
 _ERROR_TYPES[""] = ErrorType.SYSTEM  # the seed's errors carry no type
+# SagaEvent's fields in its order, as plain positional arguments (see _mirror).
+_POSITIONAL_ORDER: Final = (
+    "saga_id", "type", "id", "step_id", "version", "timestamp", "correlation_id", "data",
+    "previous_state", "new_state", "error", "duration", "attempt", "max_attempts", "metadata",
+    "source", "service", "service_version", "trace_id", "span_id", "parent_span_id",
+    "instance_id",
+)  # fmt: skip
+_PositionalEvent: Any = msgspec.defstruct(
+    "_PositionalEvent", [(name, object) for name in _POSITIONAL_ORDER]
+)
+_FAST_BUILD: Final = class_switch_works(_PositionalEvent, **dict.fromkeys(_POSITIONAL_ORDER, None))
 
 
 class ProtobufSerializer:
     """Smaller than JSON on the wire; the seed's Go services read fields 1-21."""
 
-    __slots__ = ("_Error", "_Event", "_Timestamp", "_json_decode", "_json_encode")
+    __slots__ = ("_Error", "_Event", "_json_decode", "_json_encode")
 
     name: str = "protobuf"
     content_type: str = PROTOBUF_CONTENT_TYPE
 
     def __init__(self) -> None:
-        from google.protobuf.timestamp_pb2 import Timestamp
-
         from ._proto import saga_event_pb2
 
         self._Event: Any = saga_event_pb2.SagaEvent
         self._Error: Any = saga_event_pb2.SagaError
-        self._Timestamp: Any = Timestamp
         self._json_encode = msgspec.json.Encoder().encode
         self._json_decode = msgspec.json.Decoder().decode
 
@@ -61,7 +71,6 @@ class ProtobufSerializer:
             step_id=event.step_id,
             type=event.type,
             version=event.version,
-            timestamp=self._timestamp(event.timestamp),
             correlation_id=event.correlation_id,
             data=b"" if data is None else json_encode(data),
             previous_state=b"" if previous_state is None else json_encode(previous_state),
@@ -76,6 +85,7 @@ class ProtobufSerializer:
             parent_span_id=event.parent_span_id,
             instance_id=event.instance_id,
         )
+        _set_timestamp(msg.timestamp, event.timestamp)
         if event.duration:
             msg.duration = duration_to_ns(event.duration)
         if event.error is not None:
@@ -92,24 +102,17 @@ class ProtobufSerializer:
         body: bytes = msg.SerializeToString()
         return body
 
-    def _timestamp(self, value: datetime) -> Any:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        delta = value - _EPOCH
-        return self._Timestamp(
-            seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
-        )
-
     def _error(self, error: SagaError) -> Any:
-        return self._Error(
+        msg = self._Error(
             code=error.code,
             message=error.message,
             retryable=error.retryable,
             details=self._json_encode(error.details).decode() if error.details else "",
             type=error.type,
-            timestamp=self._timestamp(error.timestamp),
             cause=None if error.cause is None else self._error(error.cause),
         )
+        _set_timestamp(msg.timestamp, error.timestamp)
+        return msg
 
     # -- decode ---------------------------------------------------------------------------
 
@@ -129,41 +132,51 @@ class ProtobufSerializer:
         event_type = _EVENT_TYPES.get(msg.type)
         if event_type is None:
             raise SerializationError(f"invalid protobuf event: unknown event type {msg.type!r}")
-        if not msg.id or not msg.saga_id:
-            missing = "id" if not msg.id else "saga_id"
+        event_id = msg.id
+        saga_id = msg.saga_id
+        if not event_id or not saga_id:
+            missing = "id" if not event_id else "saga_id"
             raise SerializationError(f"invalid protobuf event: {missing} is empty")
         json_decode = self._json_decode
         data = msg.data
         previous_state = msg.previous_state
         new_state = msg.new_state
-        metadata: dict[str, Any] = dict(msg.metadata) if msg.metadata else {}
-        if msg.metadata_json:
-            for key, value in msg.metadata_json.items():
-                metadata[key] = json_decode(value)
-        return SagaEvent(
-            id=msg.id,
-            saga_id=msg.saga_id,
-            step_id=msg.step_id,
-            type=event_type,
-            version=msg.version,
-            timestamp=_datetime(msg.timestamp) if msg.HasField("timestamp") else _now(),
-            correlation_id=msg.correlation_id,
-            data=json_decode(data) if data else None,
-            previous_state=json_decode(previous_state) if previous_state else None,
-            new_state=json_decode(new_state) if new_state else None,
-            error=self._decode_error(msg.error) if msg.HasField("error") else None,
-            duration=ns_to_duration(msg.duration) if msg.duration else timedelta(0),
-            attempt=msg.attempt,
-            max_attempts=msg.max_attempts,
-            metadata=metadata,
-            source=msg.source,
-            service=msg.service,
-            service_version=msg.service_version,
-            trace_id=msg.trace_id,
-            span_id=msg.span_id,
-            parent_span_id=msg.parent_span_id,
-            instance_id=msg.instance_id,
+        strings = msg.metadata
+        metadata: dict[str, Any] = {key: strings[key] for key in strings} if strings else {}
+        others = msg.metadata_json
+        if others:
+            for key in others:
+                metadata[key] = json_decode(others[key])
+        duration = msg.duration
+        # Positional, in _POSITIONAL_ORDER.
+        event = _PositionalEvent(
+            saga_id,
+            event_type,
+            event_id,
+            msg.step_id,
+            msg.version,
+            _datetime(msg.timestamp) if msg.HasField("timestamp") else _now(),
+            msg.correlation_id,
+            json_decode(data) if data else None,
+            json_decode(previous_state) if previous_state else None,
+            json_decode(new_state) if new_state else None,
+            self._decode_error(msg.error) if msg.HasField("error") else None,
+            ns_to_duration(duration) if duration else NO_DURATION,
+            msg.attempt,
+            msg.max_attempts,
+            metadata,
+            msg.source,
+            msg.service,
+            msg.service_version,
+            msg.trace_id,
+            msg.span_id,
+            msg.parent_span_id,
+            msg.instance_id,
         )
+        if _FAST_BUILD:
+            event.__class__ = SagaEvent
+            return event  # type: ignore[no-any-return]
+        return copy_fields(event)  # pragma: no cover - see _mirror
 
     def _decode_error(self, msg: Any) -> SagaError:
         error_type = _ERROR_TYPES.get(msg.type)
@@ -183,9 +196,19 @@ class ProtobufSerializer:
         )
 
 
+def _set_timestamp(timestamp: Any, value: datetime) -> None:
+    """Fill a Timestamp in place (cheaper than building one and copying it in)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    timestamp.seconds = delta.days * 86_400 + delta.seconds
+    timestamp.nanos = delta.microseconds * 1000
+
+
 def _datetime(timestamp: Any) -> datetime:
     """UTC datetime of a Timestamp, nanoseconds rounded half up to the microsecond."""
-    return _EPOCH + timedelta(0, timestamp.seconds, (timestamp.nanos + 500) // 1000)
+    micros: int = timestamp.seconds * 1_000_000 + (timestamp.nanos + 500) // 1000
+    return _EPOCH + _ONE_US * micros
 
 
 def _now() -> datetime:
