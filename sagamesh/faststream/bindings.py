@@ -1,0 +1,357 @@
+"""Per-broker glue between FastStream 0.7 and the sagamesh wire format.
+
+One binding per FastStream broker family (NATS JetStream, RabbitMQ, Kafka) knows how to
+declare a subscriber for a sagamesh topic and consumer group, turn a received FastStream
+message back into a sagamesh :class:`Message` (id, key, headers, delivery attempt) exactly as
+the matching sagamesh adapter would, settle it, and publish a DLQ copy in the same format. So
+events published by a ``SagaEventPublisher`` over any adapter reach a mounted router, and dead
+letters written by a mount are read by ``DeadLetterQueueHandler`` over the adapter.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import ConfigError
+from ..message import Headers, Message
+
+Received = tuple[Message, int, int | None, int | None]  # message, attempt, partition, offset
+Handler = Callable[..., Awaitable[None]]
+
+
+async def raw_body(message: Any) -> bytes:
+    """FastStream decoder keeping the body as bytes (sagamesh decodes by content-type)."""
+    body: bytes = message.body
+    return body
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(_text(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+class Binding:
+    """What the mount needs from one broker family."""
+
+    system = ""
+
+    def __init__(self, fs_broker: Any) -> None:
+        self.fs_broker = fs_broker
+
+    def subscribe(self, topic: str, group: str, *, ordered: bool, max_workers: int,
+                  handler: Handler, title: str, description: str) -> Any:
+        raise NotImplementedError
+
+    def received(self, message: Any, topic: str) -> Received:
+        raise NotImplementedError
+
+    def wire_publisher(self, topic: str, *,
+                       title: str = "") -> Callable[[Message], Awaitable[None]]:
+        raise NotImplementedError
+
+    async def ack(self, message: Any) -> None:
+        await message.ack()
+
+    async def nack(self, message: Any, delay: float | None) -> None:
+        await message.nack()
+
+    async def reject(self, message: Any) -> None:
+        await message.reject()
+
+    async def keep_alive(self, message: Any) -> None:
+        """Tell the broker a delivery is still being worked on (before a retry wait)."""
+
+
+# -- NATS JetStream -------------------------------------------------------------------------
+
+_NATS_INVALID = re.compile(r"[^A-Za-z0-9_-]")
+_NATS_MSG_ID = "Nats-Msg-Id"
+_NATS_KEY = "sagamesh-key"
+_NATS_ESCAPED = "sagamesh-b64:"
+
+
+def nats_safe_name(text: str) -> str:
+    """A valid stream/consumer name, as the sagamesh NATS adapter makes it."""
+    clean = _NATS_INVALID.sub("_", text)
+    if clean != text or len(clean) > 200:
+        digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:8]
+        clean = f"{clean[:200]}_{digest}"
+    return clean
+
+
+def _nats_value(value: str) -> str:
+    if value.startswith(_NATS_ESCAPED):
+        return base64.b64decode(value[len(_NATS_ESCAPED):]).decode()
+    return value
+
+
+def _nats_escape(value: str) -> str:
+    if value != value.strip() or "\r" in value or "\n" in value or \
+            value.startswith(_NATS_ESCAPED):
+        return _NATS_ESCAPED + base64.b64encode(value.encode()).decode()
+    return value
+
+
+class NatsBinding(Binding):
+    """JetStream: stream ``{stream_prefix}{topic}`` (the adapter's), durable pull consumer named
+    after the group, so mounted subscribers and ``EventConsumer`` members of one group share
+    the work."""
+
+    system = "nats"
+
+    def __init__(self, fs_broker: Any, *, stream_prefix: str = "SAGAMESH_") -> None:
+        super().__init__(fs_broker)
+        self.stream_prefix = stream_prefix
+
+    def _stream(self, topic: str) -> Any:
+        from faststream.nats import JStream
+
+        return JStream(nats_safe_name(f"{self.stream_prefix}{topic}"), subjects=[topic],
+                       duplicate_window=120.0)
+
+    def subscribe(self, topic: str, group: str, *, ordered: bool, max_workers: int,
+                  handler: Handler, title: str, description: str) -> Any:
+        from faststream.middlewares import AckPolicy
+        from faststream.nats import PullSub
+
+        subscriber = self.fs_broker.subscriber(
+            topic, stream=self._stream(topic), durable=nats_safe_name(group),
+            pull_sub=PullSub(batch_size=max(1, max_workers)), max_workers=max_workers,
+            ack_policy=AckPolicy.MANUAL, decoder=raw_body, title=title,
+            description=description)
+        return subscriber(handler)
+
+    def received(self, message: Any, topic: str) -> Received:
+        raw = message.raw_message
+        headers: dict[str, str] = {}
+        message_id = ""
+        key: str | None = None
+        for name, value in (getattr(raw, "headers", None) or message.headers or {}).items():
+            if name == _NATS_MSG_ID:
+                message_id = value
+            elif name == _NATS_KEY:
+                key = _nats_value(value)
+            else:
+                headers[name] = _nats_value(value)
+        recoveries = headers.get(Headers.DLQ_RECOVERIES)
+        if recoveries:
+            message_id = message_id.removesuffix(f"~r{recoveries}")
+        attempt, sequence = 1, None
+        try:
+            metadata = raw.metadata
+            attempt = int(metadata.num_delivered or 1)
+            sequence = int(metadata.sequence.stream)
+        except Exception:  # not a JetStream message (FastStream's TestBroker)
+            pass
+        if not message_id:
+            message_id = str(sequence) if sequence is not None else message.message_id
+        return (Message(id=message_id, topic=topic, key=key, headers=headers,
+                        body=message.body), attempt, None, sequence)
+
+    def wire_publisher(self, topic: str, *,
+                       title: str = "") -> Callable[[Message], Awaitable[None]]:
+        publisher = self.fs_broker.publisher(topic, stream=self._stream(topic),
+                                             title=title or f"sagamesh:{topic}:publish")
+
+        async def publish(message: Message) -> None:
+            headers = {name: _nats_escape(value) for name, value in message.headers.items()}
+            recoveries = message.headers.get(Headers.DLQ_RECOVERIES)
+            headers[_NATS_MSG_ID] = f"{message.id}~r{recoveries}" if recoveries \
+                else message.id
+            if message.key is not None:
+                headers[_NATS_KEY] = _nats_escape(message.key)
+            await publisher.publish(message.body, headers=headers,
+                                    correlation_id=message.id, timeout=10.0)
+
+        return publish
+
+    async def nack(self, message: Any, delay: float | None) -> None:
+        await message.nack(delay=delay)
+
+    async def keep_alive(self, message: Any) -> None:
+        try:
+            await message.in_progress()
+        except Exception:  # TestBroker messages have no JetStream ack subject
+            pass
+
+
+# -- RabbitMQ -------------------------------------------------------------------------------
+
+_AMQP_KEY = "x-sagamesh-key"
+_AMQP_TOPIC = "x-sagamesh-topic"
+_AMQP_ATTEMPT = "x-sagamesh-attempt"
+_AMQP_COUNT = "x-delivery-count"
+_AMQP_TRANSPORT = frozenset({
+    _AMQP_KEY, _AMQP_TOPIC, _AMQP_ATTEMPT, _AMQP_COUNT, "x-death",
+    "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+    "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason",
+})
+_AMQP_NAME = re.compile(r"[a-zA-Z0-9\-_.:@#,/+ ]*")
+_AMQP_BAD = re.compile(r"[^a-zA-Z0-9\-_.:@#,/+ ]")
+
+
+def amqp_group_queue(exchange: str, topic: str, group: str) -> str:
+    """The group's durable queue, named as the sagamesh RabbitMQ adapter names it."""
+    name = f"{exchange}:{topic}:{group}"
+    if len(name.encode()) <= 255 and _AMQP_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:16]
+    return f"{_AMQP_BAD.sub('_', name)[:238]}+{digest}"
+
+
+class RabbitBinding(Binding):
+    """A durable topic exchange (``sagamesh`` by default, the adapter's) and one durable queue
+    per group and topic (single active consumer when ordered), shared with ``EventConsumer``
+    members of the same group."""
+
+    system = "rabbitmq"
+
+    def __init__(self, fs_broker: Any, *, exchange: str = "sagamesh") -> None:
+        super().__init__(fs_broker)
+        self.exchange_name = exchange
+
+    def _exchange(self) -> Any:
+        from faststream.rabbit import ExchangeType, RabbitExchange
+
+        return RabbitExchange(self.exchange_name, type=ExchangeType.TOPIC, durable=True)
+
+    def subscribe(self, topic: str, group: str, *, ordered: bool, max_workers: int,
+                  handler: Handler, title: str, description: str) -> Any:
+        from faststream.middlewares import AckPolicy
+        from faststream.rabbit import RabbitQueue
+
+        arguments: Any = {"x-single-active-consumer": True} if ordered else None
+        queue = RabbitQueue(amqp_group_queue(self.exchange_name, topic, group), durable=True,
+                            routing_key=topic, arguments=arguments)
+        subscriber = self.fs_broker.subscriber(queue, self._exchange(),
+                                               ack_policy=AckPolicy.MANUAL, decoder=raw_body,
+                                               title=title, description=description)
+        return subscriber(handler)
+
+    def received(self, message: Any, topic: str) -> Received:
+        raw = message.raw_message
+        amqp_headers = getattr(raw, "headers", None) or message.headers or {}
+        headers = {name: _text(value) for name, value in amqp_headers.items()
+                   if name not in _AMQP_TRANSPORT}
+        content_type = getattr(raw, "content_type", None)
+        if content_type and Headers.CONTENT_TYPE not in headers:
+            headers[Headers.CONTENT_TYPE] = content_type
+        attempt = _int(amqp_headers.get(_AMQP_ATTEMPT), 1)
+        returned = amqp_headers.get(_AMQP_COUNT)
+        if returned is not None:
+            attempt += _int(returned, 0)
+        elif getattr(raw, "redelivered", False):
+            attempt += 1
+        key = amqp_headers.get(_AMQP_KEY)
+        original = amqp_headers.get(_AMQP_TOPIC)
+        message_id = getattr(raw, "message_id", None) or message.message_id
+        return (Message(id=message_id, topic=_text(original) if original else topic,
+                        key=_text(key) if key is not None else None, headers=headers,
+                        body=message.body), attempt, None, None)
+
+    def wire_publisher(self, topic: str, *,
+                       title: str = "") -> Callable[[Message], Awaitable[None]]:
+        # mandatory: with no queue bound (no DLQ group yet) the publish fails and the original
+        # is nacked instead of the dead letter vanishing.
+        publisher = self.fs_broker.publisher(exchange=self._exchange(), routing_key=topic,
+                                             mandatory=True, persist=True,
+                                             title=title or f"sagamesh:{topic}:publish")
+
+        async def publish(message: Message) -> None:
+            headers: dict[str, Any] = dict(message.headers)
+            if message.key is not None:
+                headers[_AMQP_KEY] = message.key
+            await publisher.publish(message.body, headers=headers, message_id=message.id,
+                                    content_type=message.headers.get(Headers.CONTENT_TYPE),
+                                    correlation_id=message.id)
+
+        return publish
+
+    async def nack(self, message: Any, delay: float | None) -> None:
+        await message.nack(requeue=True)
+
+    async def reject(self, message: Any) -> None:
+        await message.reject(requeue=False)
+
+
+# -- Kafka ----------------------------------------------------------------------------------
+
+_KAFKA_ID = "sagamesh-message-id"
+
+
+class KafkaBinding(Binding):
+    """The topic itself and ``group`` as the consumer group (manual commits after each
+    settled record), shared with ``EventConsumer`` members of the same group."""
+
+    system = "kafka"
+
+    def subscribe(self, topic: str, group: str, *, ordered: bool, max_workers: int,
+                  handler: Handler, title: str, description: str) -> Any:
+        from faststream.middlewares import AckPolicy
+
+        subscriber = self.fs_broker.subscriber(
+            topic, group_id=group, auto_commit=False, auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL, decoder=raw_body, title=title,
+            description=description)
+        return subscriber(handler)
+
+    def received(self, message: Any, topic: str) -> Received:
+        raw = message.raw_message
+        headers: dict[str, str] = {}
+        message_id = ""
+        for name, value in getattr(raw, "headers", None) or ():
+            text = _text(value) if value is not None else ""
+            if name == _KAFKA_ID:
+                message_id = text
+            else:
+                headers[name] = text
+        partition = getattr(raw, "partition", None)
+        offset = getattr(raw, "offset", None)
+        if not message_id:
+            message_id = f"{topic}-{partition}-{offset}"
+        key = getattr(raw, "key", None)
+        return (Message(id=message_id, topic=getattr(raw, "topic", None) or topic,
+                        key=_text(key) if key is not None else None, headers=headers,
+                        body=message.body), 1, partition, offset)
+
+    def wire_publisher(self, topic: str, *,
+                       title: str = "") -> Callable[[Message], Awaitable[None]]:
+        publisher = self.fs_broker.publisher(topic, title=title or f"sagamesh:{topic}:publish")
+
+        async def publish(message: Message) -> None:
+            headers = {_KAFKA_ID: message.id, **message.headers}
+            await publisher.publish(message.body, key=message.key.encode()
+                                    if message.key is not None else None, headers=headers,
+                                    correlation_id=message.id)
+
+        return publish
+
+
+def binding_for(fs_broker: Any, **options: Any) -> Binding:
+    """The binding of ``fs_broker``'s family (a FastStream broker or router)."""
+    module = type(fs_broker).__module__
+    if module.startswith("faststream.nats"):
+        return NatsBinding(fs_broker, **options)
+    if module.startswith("faststream.rabbit"):
+        return RabbitBinding(fs_broker, **options)
+    if module.startswith("faststream.kafka"):
+        return KafkaBinding(fs_broker, **options)
+    raise ConfigError(f"cannot mount on {type(fs_broker).__name__} ({module}): use a "
+                      "FastStream NatsBroker, RabbitBroker or KafkaBroker (or their routers)",
+                      field="fs_broker")
+
+
+__all__ = ["Binding", "KafkaBinding", "NatsBinding", "RabbitBinding", "binding_for",
+           "raw_body"]
