@@ -59,6 +59,8 @@ _TERMINAL_EVENT = {
     SagaState.CANCELLED: EventType.SAGA_CANCELLED,
     SagaState.TIMED_OUT: EventType.SAGA_TIMED_OUT,
 }
+_RECOVERY_PARALLELISM = 32
+_RENEWAL_PARALLELISM = 64
 _UNDO = frozenset({StepStatus.COMPLETED, StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED})
 
 OutboxEncoder = Callable[[Sequence[SagaEvent]], Sequence[Message]]
@@ -207,6 +209,9 @@ class SagaCoordinator:
         self._unknown: set[str] = set()
         self._runs: dict[str, _Run] = {}
         self._recovering = asyncio.Lock()
+        self._adopting: set[str] = set()
+        self._pending_cancels: dict[str, str] = {}
+        self._recoverer: asyncio.Task[None] | None = None
         self._slots = Gate(self.concurrency.max_concurrent_sagas)
         self._workers = Gate(self.concurrency.worker_pool_size)
         self._acquire_timeout = require_seconds(self.concurrency.acquire_timeout)
@@ -255,9 +260,15 @@ class SagaCoordinator:
         async with self._start_lock:
             if self._started:
                 return
-            self._keeper = asyncio.get_running_loop().create_task(
+            loop = asyncio.get_running_loop()
+            self._keeper = loop.create_task(
                 self._keep(), name=f"sagamesh-lease-keeper:{self.instance_id}"
             )
+            if self.recovery_interval is not None:
+                self._recoverer = loop.create_task(
+                    self._recover_periodically(self.recovery_interval),
+                    name=f"sagamesh-recovery:{self.instance_id}",
+                )
             await self.recover()
             self._started = True
 
@@ -298,10 +309,11 @@ class SagaCoordinator:
         await self._stop_keeper()
 
     async def _stop_keeper(self) -> None:
-        keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+        tasks = [t for t in (self._keeper, self._recoverer) if t is not None]
+        self._keeper = self._recoverer = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @property
     def closed(self) -> bool:
@@ -447,14 +459,19 @@ class SagaCoordinator:
                 )
             if self._closed:
                 raise CoordinatorClosedError("the coordinator is closed")
-            leased = await self.storage.acquire_lease(saga_id, self.instance_id, self.lease_ttl)
-            if leased is None:
-                raise LeaseError(f"saga {saga_id} is driven by {stored.lease_owner}")
-            run = await self._rebuild(plan, leased)
-            run.cancel_reason = reason or "cancelled"
-            run.needs_slot = True
-            self._spawn(run)
-            return
+            if saga_id in self._adopting:  # being recovered right now: cancel once it runs
+                self._pending_cancels[saga_id] = reason or "cancelled"
+                return
+            self._pending_cancels[saga_id] = reason or "cancelled"
+            leased = await self._adopt(plan, saga_id)
+            run = self._runs.get(saga_id)
+            if run is None:
+                if leased is not None:
+                    return  # adopted and already finished
+                latest = await self.storage.get_saga(saga_id)
+                if latest is None or latest.is_terminal:
+                    return
+                raise LeaseError(f"saga {saga_id} is driven by {latest.lease_owner}")
         if run.cancel_reason is None:
             run.cancel_reason = reason or "cancelled"
         if run.wake is not None and not run.wake.done():
@@ -508,9 +525,9 @@ class SagaCoordinator:
             return await self._recover()
 
     async def _recover(self) -> int:
-        adopted = 0
+        candidates: list[tuple[Plan, str]] = []
         for stored in await self.storage.get_active_sagas():
-            if stored.id in self._runs:
+            if stored.id in self._runs or stored.id in self._adopting:
                 continue
             plan = self._plans.get(stored.definition_id)
             if plan is None:
@@ -531,18 +548,40 @@ class SagaCoordinator:
                 and stored.lease_expires_at > utcnow()
             ):
                 continue
-            leased = await self.storage.acquire_lease(stored.id, self.instance_id, self.lease_ttl)
-            if leased is None or leased.is_terminal or self._closed:
-                continue
-            if stored.id in self._runs:  # started meanwhile by this coordinator
-                continue
+            candidates.append((plan, stored.id))
+        if not candidates:
+            return 0
+        parallel = asyncio.Semaphore(_RECOVERY_PARALLELISM)
+
+        async def adopt(plan: Plan, saga_id: str) -> bool:
+            async with parallel:
+                return await self._adopt(plan, saga_id) is not None
+
+        adopted = await asyncio.gather(*(adopt(plan, saga_id) for plan, saga_id in candidates))
+        return sum(adopted)
+
+    async def _adopt(self, plan: Plan, saga_id: str) -> SagaInstance | None:
+        """Lease ``saga_id`` and start driving it; None if someone else holds it (or it ended,
+        or this coordinator already drives it). Returns the leased record."""
+        if saga_id in self._runs or saga_id in self._adopting or self._closed:
+            return None
+        self._adopting.add(saga_id)
+        try:
+            leased = await self.storage.acquire_lease(saga_id, self.instance_id, self.lease_ttl)
+            if leased is None or leased.is_terminal or self._closed or saga_id in self._runs:
+                return None
             run = await self._rebuild(plan, leased)
             run.needs_slot = True
+            reason = self._pending_cancels.pop(saga_id, None)
+            if reason is not None:
+                run.cancel_reason = reason
             self._c.total += 1
             self._c.recovered += 1
             self._spawn(run)
-            adopted += 1
-        return adopted
+            return leased
+        finally:
+            self._adopting.discard(saga_id)
+            self._pending_cancels.pop(saga_id, None)
 
     async def _rebuild(self, plan: Plan, saga: SagaInstance) -> _Run:
         """A run continuing ``saga`` from its stored state and step records."""
@@ -649,7 +688,8 @@ class SagaCoordinator:
             return
         run.lost = True
         self._c.lost += 1
-        log.warning("saga %s: lease lost to another coordinator; no longer driving it", run.id)
+        log.warning("saga %s: lease lost (taken over or not renewable); no longer driving it",
+                    run.id)
         if cancel and run.task is not None:
             run.task.cancel()
 
@@ -1125,27 +1165,31 @@ class SagaCoordinator:
         await self.storage.save_saga(run.instance, outbox_messages=messages)  # type: ignore[call-arg]
 
     async def _keep(self) -> None:
-        """Renew leases of running sagas; optionally re-run recovery periodically."""
+        """Renew the leases of running sagas not written for a third of ``lease_ttl``."""
         interval = self.lease_ttl / 3
         loop = asyncio.get_running_loop()
-        next_recovery = (
-            None if self.recovery_interval is None else loop.time() + self.recovery_interval
-        )
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
-            for run in list(self._runs.values()):
-                if run.lost or run.writing or run.renewing is not None:
-                    continue
-                if run.lease_deadline - now > self.lease_ttl - interval:
-                    continue  # written recently: the write renewed the lease
-                await self._renew(run)
-            if next_recovery is not None and now >= next_recovery:
-                next_recovery = now + (self.recovery_interval or 0.0)
-                try:
-                    await self.recover()
-                except Exception:
-                    log.warning("periodic saga recovery failed", exc_info=True)
+            due = [
+                run
+                for run in self._runs.values()
+                if not (run.lost or run.writing or run.renewing is not None)
+                # a write within the last interval renewed the lease already
+                and run.lease_deadline - now <= self.lease_ttl - interval
+            ]
+            for start in range(0, len(due), _RENEWAL_PARALLELISM):
+                await asyncio.gather(
+                    *(self._renew(r) for r in due[start : start + _RENEWAL_PARALLELISM])
+                )
+
+    async def _recover_periodically(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.recover()
+            except Exception:
+                log.warning("periodic saga recovery failed", exc_info=True)
 
     async def _renew(self, run: _Run) -> None:
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ from typing import Any
 
 from sagamesh.saga import (
     OUTCOME_KEY,
+    ConcurrencyConfig,
     MemoryStateStorage,
     SagaDefinition,
     SagaInstance,
@@ -332,3 +333,53 @@ async def test_leases_are_renewed_while_a_long_step_runs() -> None:
     release.set()
     assert (await a.wait_for_completion(instance.id, 5)).state is SagaState.COMPLETED
     await asyncio.gather(a.close(), b.close())
+
+
+async def test_cancel_adopts_an_orphaned_saga_but_not_a_live_one() -> None:
+    import pytest
+
+    from sagamesh.errors import LeaseError
+
+    storage = MemoryStateStorage()
+    before = Services(hang={"b"})
+    a, _ = make_coordinator(storage, instance_id="A", lease_ttl=0.3)
+    instance = await a.start_saga(before.definition(), Order("o-9"))
+    await asyncio.wait_for(before.entered.wait(), 5)
+
+    after = Services()
+    b, publisher = make_coordinator(storage, instance_id="B", recovery_interval=None)
+    b.register(after.definition())
+    with pytest.raises(LeaseError, match="driven by A"):
+        await b.cancel_saga(instance.id, "ops")  # A is alive and holds the lease
+    await a.abandon()
+    await expire_lease(storage, instance.id)
+    await b.cancel_saga(instance.id, "ops")  # A is gone: B adopts and cancels
+    final = await b.wait_for_completion(instance.id, timeout=5)
+    assert final.state is SagaState.CANCELLED and final.error is not None
+    assert final.error.message == "ops"
+    assert after.calls == [("comp", "a", f"{instance.id}:a")]  # only the completed step undone
+    assert [e.type.value for e in publisher.history][-1] == "saga.cancelled"
+    await b.close()
+
+
+async def test_recovery_adopts_many_sagas_once_each() -> None:
+    storage = MemoryStateStorage()
+    before = Services(hang={"a"})
+    wide = ConcurrencyConfig(max_concurrent_sagas=200, worker_pool_size=200)
+    a, _ = make_coordinator(storage, instance_id="A", lease_ttl=0.2, concurrency=wide)
+    d = before.definition()
+    ids = [(await a.start_saga(d, Order(f"o-{i}"))).id for i in range(100)]
+    await wait_until(lambda: len(before.calls) == 100)
+    await a.abandon()
+    await expire_lease(storage, ids[-1])
+    after = Services()
+    b, _ = make_coordinator(
+        storage, instance_id="B", definitions=[after.definition()], concurrency=wide
+    )
+    adopted = await asyncio.gather(b.recover(), b.recover(), b.recover())
+    assert sum(adopted) == 100
+    for saga_id in ids:
+        assert (await b.wait_for_completion(saga_id, 10)).state is SagaState.COMPLETED
+    assert len(after.calls) == 300 and after.peak == 1
+    assert b.get_metrics().recovered_sagas == 100
+    await b.close()
