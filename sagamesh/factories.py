@@ -58,13 +58,18 @@ def broker_options(broker: BrokerSettings) -> dict[str, Any]:
                 mapped["password"] = broker.password.get_secret_value()
     elif broker.type == "nats":
         mapped["connect_timeout"] = broker.connect_timeout
+        connect: dict[str, Any] = {}
         if tls.enabled:
-            mapped["tls"] = _ssl_context(broker)
+            connect["tls"] = _ssl_context(broker)
         if broker.url is not None and broker.username:
-            mapped["user"] = broker.username
+            connect["user"] = broker.username
             if broker.password is not None:
-                mapped["password"] = broker.password.get_secret_value()
-    mapped.update(broker.options)
+                connect["password"] = broker.password.get_secret_value()
+        if connect:
+            mapped["connect_options"] = {**connect,
+                                         **broker.options.get("connect_options", {})}
+    mapped.update({k: v for k, v in broker.options.items()
+                   if not (k == "connect_options" and "connect_options" in mapped)})
     return mapped
 
 
