@@ -1,0 +1,1 @@
+"""sagamesh benchmarks: pytest-benchmark micro benchmarks and the throughput harness."""
