@@ -101,12 +101,6 @@ async def test_metrics_for_publish_consume_dlq_sagas_and_steps() -> None:
     assert metrics.value("consume_latency_seconds_count", handler="done") == 3
 
 
-class _FailingBroker:
-    """Every publish fails: the reliability stage ends in its DLQ (memory)."""
-
-    name = "failing"
-
-
 async def test_metrics_stage_counts_failures_and_dead_letters() -> None:
     from sagamesh.brokers.memory import MemoryBroker
     from sagamesh.publishing import PublisherConfig, ReliabilityConfig
