@@ -38,6 +38,8 @@ def demo(
     ),
     concurrency: int = typer.Option(200, "--concurrency", min=1, help="Sagas in flight at once."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (reproducible runs)."),
+    topic_prefix: str = typer.Option("saga.events", "--topic-prefix", help="Event topic."),
+    group: str = typer.Option("sagamesh-demo", "--group", help="Consumer group counting events."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress bar."),
 ) -> None:
     """Run the order-processing saga (create order → reserve inventory → process payment →
@@ -86,6 +88,8 @@ def demo(
                 transient_failure_rate=transient_rate,
                 concurrency=concurrency,
                 seed=seed,
+                topic_prefix=topic_prefix,
+                group=group,
                 on_finished=finished,
             )
         )

@@ -62,3 +62,12 @@ def test_demo_help_lists_the_options() -> None:
     assert proc.returncode == 0
     for option in ("--count", "--broker", "--failure-rate"):
         assert option in proc.stdout
+
+
+def test_demo_over_nats_jetstream(nats_url: str, unique: str) -> None:
+    rows, _ = _run(
+        "--count", "30", "--broker", nats_url, "--failure-rate", "0.3", "--seed", "5",
+        "--topic-prefix", f"demo-{unique}", "--group", f"demo-{unique}",
+    )
+    assert int(rows["completed"]) + int(rows["compensated"]) == 30
+    assert int(rows["events published"]) == int(rows["events consumed"]) >= 30 * 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ async def run_demo(
     concurrency: int = 200,
     latency: float = 0.0,
     seed: int | None = None,
+    topic_prefix: str = "saga.events",
+    group: str = "sagamesh-demo",
     on_finished: Progress | None = None,
 ) -> DemoReport:
     """Run ``count`` order sagas; events go through ``SagaEventPublisher`` over the broker and
@@ -67,7 +70,9 @@ async def run_demo(
         seed=seed,
     )
     report = DemoReport(count=count, broker=broker_url)
-    async with _EventStack(broker_url, report) as publisher:
+    run_id = uuid.uuid4().hex[:8]  # a shared broker may hold other runs' events: count ours
+    stack = _EventStack(broker_url, report, f"demo-{run_id}-", topic_prefix, group)
+    async with stack as publisher:
         coordinator = SagaCoordinator(
             MemoryStateStorage(),
             publisher,
@@ -85,7 +90,9 @@ async def run_demo(
 
         async def one(index: int) -> None:
             async with admitted:
-                instance = await coordinator.start_saga(definition, sample_order(index, rng))
+                instance = await coordinator.start_saga(
+                    definition, sample_order(index, rng), saga_id=f"demo-{run_id}-{index:06d}"
+                )
                 final = await coordinator.wait_for_completion(instance.id, timeout=120)
             report.outcomes[final.state.value] += 1
             if final.start_time and final.end_time:
@@ -106,9 +113,14 @@ async def run_demo(
 class _EventStack:
     """Broker + SagaEventPublisher + counting EventConsumer, or the in-memory publisher."""
 
-    def __init__(self, broker_url: str, report: DemoReport) -> None:
+    def __init__(
+        self, broker_url: str, report: DemoReport, saga_prefix: str, topic_prefix: str, group: str
+    ) -> None:
         self.url = broker_url
         self.report = report
+        self.prefix = saga_prefix
+        self.topic_prefix = topic_prefix
+        self.group = group
         self._broker: Any = None
         self._publisher: Any = None
         self._consumer: Any = None
@@ -135,14 +147,20 @@ class _EventStack:
 
         self.report.events_consumed = 0
         self._consumer = EventConsumer(
-            self._broker, router, ConsumerConfig(group="sagamesh-demo", workers=8)
+            self._broker,
+            router,
+            ConsumerConfig(topic_prefix=self.topic_prefix, group=self.group, workers=8),
         )
         await self._consumer.start()
-        self._publisher = SagaEventPublisher(self._broker, PublisherConfig())
+        self._publisher = SagaEventPublisher(
+            self._broker, PublisherConfig(topic_prefix=self.topic_prefix)
+        )
         self.report.publisher = "SagaEventPublisher"
         return self._publisher  # type: ignore[no-any-return]
 
     def _count(self, event: SagaEvent) -> None:
+        if not event.saga_id.startswith(self.prefix):
+            return
         self.report.events_consumed = (self.report.events_consumed or 0) + 1
         self.report.event_types[event.type.value] += 1
 
