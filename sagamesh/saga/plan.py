@@ -12,7 +12,7 @@ from ..retry import RetryPolicy
 from .codec import DataCodec
 from .compensation import CompensationStrategy
 from .definition import SagaDefinition
-from .step import SagaStep, StepContext
+from .step import FunctionStep, SagaStep, StepContext
 
 
 @dataclass(slots=True)
@@ -43,6 +43,16 @@ class Plan:
         return self.steps[min(current_step, len(self.steps)) - 1].codec
 
 
+def _direct(step: SagaStep, name: str) -> Any:
+    """The callable to await: a function step's own coroutine function (one frame less per
+    call), else the bound method."""
+    if isinstance(step, FunctionStep) and getattr(type(step), name) is getattr(FunctionStep, name):
+        fn = step._execute if name == "execute" else step._compensate
+        if fn is not None:
+            return fn
+    return getattr(step, name)
+
+
 def compile_plan(definition: SagaDefinition) -> Plan:
     definition.validate()
     data_codec = DataCodec(definition.data_type)
@@ -57,8 +67,8 @@ def compile_plan(definition: SagaDefinition) -> Plan:
                 timeout=seconds(step.timeout),
                 policy=step.retry_policy or definition.retry_policy,
                 codec=data_codec if output_type is None else DataCodec(output_type),
-                execute=step.execute,
-                compensate=step.compensate,
+                execute=_direct(step, "execute"),
+                compensate=_direct(step, "compensate"),
             )
         )
     return Plan(
