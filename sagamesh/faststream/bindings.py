@@ -302,7 +302,7 @@ class KafkaBinding(Binding):
         from faststream.middlewares import AckPolicy
 
         subscriber = self.fs_broker.subscriber(
-            topic, group_id=group, auto_commit=False, auto_offset_reset="earliest",
+            topic, group_id=group, auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL, decoder=raw_body, title=title,
             description=description)
         return subscriber(handler)
