@@ -18,7 +18,7 @@ decode (fractions rounded to the microsecond a ``datetime`` holds) and normalise
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -27,12 +27,13 @@ from msgspec.structs import force_setattr, replace
 from ..errors import SerializationError
 from ..events import SagaError, SagaEvent
 from ._mirror import NO_DURATION, class_switch_works, copy_fields
-from ._time import as_utc, duration_to_ns, ns_to_duration
+from ._time import as_utc, duration_to_ns
 
 CONTENT_TYPE: Final = "application/json"
 
 _FIELDS: Final = msgspec.structs.fields(SagaEvent)
 _NO_DURATION: Final = NO_DURATION
+_ONE_US: Final = timedelta(microseconds=1)
 
 
 def _wire_field(field: msgspec.structs.FieldInfo) -> tuple[Any, ...]:
@@ -82,46 +83,50 @@ def _wire_copy(event: SagaEvent) -> SagaEvent:
 class JsonSerializer:
     """The default serializer: msgspec JSON with a typed decode into :class:`SagaEvent`."""
 
-    __slots__ = ("_decoder", "_encoder")
+    __slots__ = ("_decode", "_encode")
 
     name: str = "json"
     content_type: str = CONTENT_TYPE
 
     def __init__(self) -> None:
-        self._encoder = msgspec.json.Encoder()
-        self._decoder = msgspec.json.Decoder(_WireEvent)
+        self._encode = msgspec.json.Encoder().encode
+        self._decode = msgspec.json.Decoder(_WireEvent).decode
 
     def encode(self, event: SagaEvent) -> bytes:
         try:
-            if (
-                event.duration is _NO_DURATION
-                and event.error is None
-                and event.timestamp.tzinfo is UTC
-            ):
-                return self._encoder.encode(event)
-            return self._encoder.encode(_wire_copy(event))
+            if event.error is None and event.timestamp.tzinfo is UTC:
+                duration = event.duration
+                if duration is _NO_DURATION:
+                    return self._encode(event)
+                # A private copy with the nanoseconds in place (msgspec writes the int as is).
+                ns: Any = duration // _ONE_US * 1000 if duration else _NO_DURATION
+                return self._encode(replace(event, duration=ns))
+            return self._encode(_wire_copy(event))
         except (TypeError, ValueError, OverflowError, AttributeError, RecursionError) as exc:
             raise SerializationError(f"cannot encode event as JSON: {exc}") from exc
 
     def decode(self, data: bytes) -> SagaEvent:
         try:
-            wire = self._decoder.decode(data)
+            wire = self._decode(data)
         except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
             # DecodeError includes ValidationError; ValueError covers invalid UTF-8 in strings
             raise SerializationError(f"invalid JSON event: {exc}") from exc
         duration = wire.duration
         if duration.__class__ is int:  # present on the wire, in nanoseconds
-            try:
-                wire.duration = ns_to_duration(duration) if duration else _NO_DURATION
-            except OverflowError as exc:
-                raise SerializationError(
-                    f"invalid JSON event: duration {duration} ns is out of range"
-                ) from exc
+            if duration:
+                try:  # ns_to_duration, inlined: this is the hot path
+                    wire.duration = _ONE_US * ((duration + 500) // 1000)
+                except OverflowError as exc:
+                    raise SerializationError(
+                        f"invalid JSON event: duration {duration} ns is out of range"
+                    ) from exc
+            else:
+                wire.duration = _NO_DURATION
         event: SagaEvent
         if _SWITCH_CLASS:
             wire.__class__ = SagaEvent
             event = wire
-        else:  # pragma: no cover - see _class_switch_works
+        else:  # pragma: no cover - see _mirror.class_switch_works
             event = copy_fields(wire)
         if not event.saga_id or not event.id:
             missing = "id" if not event.id else "saga_id"
