@@ -59,6 +59,10 @@ _TERMINAL_EVENT = {
     SagaState.CANCELLED: EventType.SAGA_CANCELLED,
     SagaState.TIMED_OUT: EventType.SAGA_TIMED_OUT,
 }
+# plain strings for event fields (an enum's .value is a slow descriptor on the hot path)
+_PENDING = str(SagaState.PENDING.value)
+_RUNNING = str(SagaState.RUNNING.value)
+_COMPLETED = str(SagaState.COMPLETED.value)
 _RECOVERY_PARALLELISM = 32
 _RENEWAL_PARALLELISM = 64
 _UNDO = frozenset({StepStatus.COMPLETED, StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED})
@@ -349,7 +353,7 @@ class SagaCoordinator:
         try:
             now = utcnow()
             instance = SagaInstance(
-                id=saga_id or str(uuid.uuid4()),
+                id=saga_id or self._new_id(),
                 definition_id=plan.id,
                 state=SagaState.RUNNING,
                 total_steps=len(plan.steps),
@@ -369,8 +373,8 @@ class SagaCoordinator:
             self._emit(
                 run,
                 EventType.SAGA_STARTED,
-                previous_state=SagaState.PENDING.value,
-                new_state=SagaState.RUNNING.value,
+                previous_state=_PENDING,
+                new_state=_RUNNING,
                 data=instance.data if not self._objects else plan.input_codec.dump(data),
             )
             try:
@@ -890,8 +894,8 @@ class SagaCoordinator:
         self._emit(
             run,
             EventType.SAGA_COMPLETED,
-            previous_state=SagaState.RUNNING.value,
-            new_state=SagaState.COMPLETED.value,
+            previous_state=_RUNNING,
+            new_state=_COMPLETED,
             duration=elapsed,
             data=instance.result if not self._objects else self._dump_result(run),
         )
