@@ -6,7 +6,7 @@ from ..errors import SerializationError
 from ..events import SagaEvent
 from ..message import Headers, Message
 from .base import Serializer
-from .registry import get_serializer, serializer_for_content_type
+from .registry import BY_CONTENT_TYPE, default_serializer, serializer_for_content_type
 
 _CONTENT_TYPE = Headers.CONTENT_TYPE
 _EVENT_ID = Headers.EVENT_ID
@@ -40,10 +40,14 @@ def from_message(message: Message) -> SagaEvent:
     Raises only :class:`~sagamesh.errors.SerializationError` (bad bytes, unknown content type).
     """
     content_type = message.headers.get(_CONTENT_TYPE)
-    serializer = (
-        get_serializer("json") if not content_type else serializer_for_content_type(content_type)
-    )
+    if not content_type:
+        serializer = default_serializer()
+    else:
+        factory = BY_CONTENT_TYPE.get(content_type)
+        serializer = factory() if factory is not None else serializer_for_content_type(content_type)
     body = message.body
-    if not isinstance(body, bytes | bytearray | memoryview):
-        raise SerializationError(f"message body is {type(body).__name__}, expected bytes")
-    return serializer.decode(bytes(body) if type(body) is not bytes else body)
+    if body.__class__ is not bytes:
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise SerializationError(f"message body is {type(body).__name__}, expected bytes")
+        body = bytes(body)
+    return serializer.decode(body)

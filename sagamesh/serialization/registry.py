@@ -29,6 +29,9 @@ def _protobuf() -> Serializer:
 
 _FACTORIES: Final[dict[str, Callable[[], Serializer]]] = {"json": _json, "protobuf": _protobuf}
 _CONTENT_TYPES: Final = {JSON_CONTENT_TYPE: "json", PROTOBUF_CONTENT_TYPE: "protobuf"}
+#: Exact content type -> serializer factory: the decode hot path's one dict lookup.
+BY_CONTENT_TYPE: Final = {JSON_CONTENT_TYPE: _json, PROTOBUF_CONTENT_TYPE: _protobuf}
+default_serializer: Final = _json
 
 SERIALIZER_NAMES: Final = tuple(_FACTORIES)
 
