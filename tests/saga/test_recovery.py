@@ -300,7 +300,7 @@ async def test_renewal_failures_cancel_the_saga_before_the_lease_expires() -> No
             cancelled.set()
             raise
 
-    a, _ = make_coordinator(storage, instance_id="A", lease_ttl=0.3)
+    a, _ = make_coordinator(storage, instance_id="A", lease_ttl=1.0)
     instance = await a.start_saga(SagaDefinition("renew", steps=[step("long", long)]), 1)
     await asyncio.wait_for(cancelled.wait(), 5)
     stopped_at = datetime.now(UTC)
@@ -319,11 +319,11 @@ async def test_leases_are_renewed_while_a_long_step_runs() -> None:
         await release.wait()
         return data
 
-    a, _ = make_coordinator(storage, instance_id="A", lease_ttl=0.15)
+    a, _ = make_coordinator(storage, instance_id="A", lease_ttl=0.6)
     instance = await a.start_saga(SagaDefinition("renewed", steps=[step("long", long)]), 1)
     first = await storage.get_saga(instance.id)
     assert first is not None and first.lease_expires_at is not None
-    await asyncio.sleep(0.5)  # over three TTLs
+    await asyncio.sleep(1.5)  # two and a half TTLs: only renewals keep the lease alive
     b, _ = make_coordinator(storage, instance_id="B")
     b.register(SagaDefinition("renewed", steps=[step("long", long)]))
     assert await b.recover() == 0  # still A's
