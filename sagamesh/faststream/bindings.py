@@ -230,12 +230,15 @@ class RabbitBinding(Binding):
     def subscribe(self, topic: str, group: str, *, ordered: bool, max_workers: int,
                   handler: Handler, title: str, description: str) -> Any:
         from faststream.middlewares import AckPolicy
-        from faststream.rabbit import RabbitQueue
+        from faststream.rabbit import Channel, RabbitQueue
 
         arguments: Any = {"x-single-active-consumer": True} if ordered else None
         queue = RabbitQueue(amqp_group_queue(self.exchange_name, topic, group), durable=True,
                             routing_key=topic, arguments=arguments)
-        subscriber = self.fs_broker.subscriber(queue, self._exchange(),
+        # aio-pika runs every delivery of a channel as its own task: in ordered mode one
+        # unacknowledged message at a time is the only way FastStream keeps the queue order.
+        channel = Channel(prefetch_count=1 if ordered else max(1, max_workers))
+        subscriber = self.fs_broker.subscriber(queue, self._exchange(), channel=channel,
                                                ack_policy=AckPolicy.MANUAL, decoder=raw_body,
                                                title=title, description=description)
         return subscriber(handler)

@@ -140,11 +140,13 @@ def mount(
 
     ``consumer_config`` gives the topics, group, ordering, retry policy, DLQ topic,
     idempotency store, ``workers`` and ``shutdown_timeout`` (as for ``EventConsumer``).
-    ``max_workers`` is FastStream's delivery concurrency (NATS); the dispatcher keeps
-    per-saga order and priorities whatever it is. ``dlq_publish`` replaces the FastStream DLQ
-    publisher (e.g. a sagamesh broker's ``publish``). ``binding_options``: ``stream_prefix``
-    (NATS, default ``SAGAMESH_``) or ``exchange`` (RabbitMQ, default ``sagamesh``), matching
-    the sagamesh adapters' defaults.
+    ``max_workers`` is FastStream's delivery concurrency (NATS workers, RabbitMQ prefetch)
+    for ``ordering="none"``; with ``ordering="per_saga"`` each subscriber takes one message
+    at a time (FastStream may reorder concurrent deliveries before they reach the mount), so
+    scale ordered consumption with partitions/instances, not workers. ``dlq_publish``
+    replaces the FastStream DLQ publisher (e.g. a sagamesh broker's ``publish``).
+    ``binding_options``: ``stream_prefix`` (NATS, default ``SAGAMESH_``) or ``exchange``
+    (RabbitMQ, default ``sagamesh``), matching the sagamesh adapters' defaults.
     """
     config = consumer_config or ConsumerConfig()
     binding = binding_for(fs_broker, **binding_options)
@@ -162,7 +164,8 @@ def mount(
     for topic in topics:
         handler = _make_handler(mounted, topic, publish)
         mounted.subscribers.append(binding.subscribe(
-            topic, config.group, ordered=ordered, max_workers=max(1, max_workers),
+            topic, config.group, ordered=ordered,
+            max_workers=1 if ordered else max(1, max_workers),
             handler=handler, title=f"sagamesh:{topic}:{config.group}",
             description=f"sagamesh saga events on {topic!r} for group {config.group!r} "
                         f"(handlers: {handler_names})"))

@@ -96,3 +96,9 @@ def family(request: pytest.FixtureRequest) -> Family:
     """Each FastStream broker family in turn."""
     chosen: Family = request.param
     return chosen
+
+
+@pytest.fixture
+def by_name() -> dict[str, Family]:
+    """The families by name, for tests that need one particular broker."""
+    return {f.name: f for f in FAMILIES}
