@@ -61,35 +61,30 @@ class ProtobufSerializer:
             raise SerializationError(f"cannot encode event as protobuf: {exc}") from exc
 
     def _encode(self, event: SagaEvent) -> bytes:
+        # Only non-empty fields are set: each assignment costs as much as a constructor keyword.
         json_encode = self._json_encode
-        data = event.data
-        previous_state = event.previous_state
-        new_state = event.new_state
-        msg = self._Event(
-            id=event.id,
-            saga_id=event.saga_id,
-            step_id=event.step_id,
-            type=event.type,
-            version=event.version,
-            correlation_id=event.correlation_id,
-            data=b"" if data is None else json_encode(data),
-            previous_state=b"" if previous_state is None else json_encode(previous_state),
-            new_state=b"" if new_state is None else json_encode(new_state),
-            attempt=event.attempt,
-            max_attempts=event.max_attempts,
-            source=event.source,
-            service=event.service,
-            service_version=event.service_version,
-            trace_id=event.trace_id,
-            span_id=event.span_id,
-            parent_span_id=event.parent_span_id,
-            instance_id=event.instance_id,
-        )
+        msg = self._Event(id=event.id, saga_id=event.saga_id, type=event.type)
+        if event.version:
+            msg.version = event.version
+        if event.step_id:
+            msg.step_id = event.step_id
         _set_timestamp(msg.timestamp, event.timestamp)
-        if event.duration:
-            msg.duration = duration_to_ns(event.duration)
+        if event.correlation_id:
+            msg.correlation_id = event.correlation_id
+        if event.data is not None:
+            msg.data = json_encode(event.data)
+        if event.previous_state is not None:
+            msg.previous_state = json_encode(event.previous_state)
+        if event.new_state is not None:
+            msg.new_state = json_encode(event.new_state)
         if event.error is not None:
             msg.error.CopyFrom(self._error(event.error))
+        if event.duration:
+            msg.duration = duration_to_ns(event.duration)
+        if event.attempt:
+            msg.attempt = event.attempt
+        if event.max_attempts:
+            msg.max_attempts = event.max_attempts
         metadata = event.metadata
         if metadata:
             strings = msg.metadata
@@ -99,6 +94,20 @@ class ProtobufSerializer:
                     strings[key] = value
                 else:
                     others[key] = json_encode(value)
+        if event.source:
+            msg.source = event.source
+        if event.service:
+            msg.service = event.service
+        if event.service_version:
+            msg.service_version = event.service_version
+        if event.trace_id:
+            msg.trace_id = event.trace_id
+        if event.span_id:
+            msg.span_id = event.span_id
+        if event.parent_span_id:
+            msg.parent_span_id = event.parent_span_id
+        if event.instance_id:
+            msg.instance_id = event.instance_id
         body: bytes = msg.SerializeToString()
         return body
 
