@@ -11,14 +11,12 @@ cancels a saga whose lease it cannot keep.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +34,7 @@ from ..errors import (
 from ..events import ErrorType, EventType, SagaError, SagaEvent
 from ..message import Message
 from ._clone import clone_instance
+from ._run import Cancelled, Counters, Run, StepFailed, TimedOut, id_factory
 from .compensation import CompensationTarget
 from .config import ConcurrencyConfig, CoordinatorHealth, CoordinatorMetrics
 from .definition import SagaDefinition
@@ -68,98 +67,6 @@ _RENEWAL_PARALLELISM = 64
 _UNDO = frozenset({StepStatus.COMPLETED, StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED})
 
 OutboxEncoder = Callable[[Sequence[SagaEvent]], Sequence[Message]]
-
-
-def _id_factory() -> Callable[[], str]:
-    """UUID-shaped (version 4, RFC 4122 variant) event ids: 74 random bits per coordinator plus a
-    48-bit counter. Unique like uuid4() at a fraction of its cost (no syscall per id)."""
-    h = f"{int.from_bytes(os.urandom(10), 'big'):020x}"
-    prefix = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"
-    counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
-
-    def new_id() -> str:
-        return f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
-
-    return new_id
-
-
-class _StepFailed(Exception):
-    def __init__(self, error: SagaError) -> None:
-        self.error = error
-
-
-class _Cancelled(Exception):
-    pass
-
-
-class _TimedOut(Exception):
-    pass
-
-
-class _Run:
-    """One saga being driven by this coordinator."""
-
-    __slots__ = (
-        "abandoned",
-        "attempt_base",
-        "cancel_reason",
-        "completed",
-        "data",
-        "deadline",
-        "id",
-        "instance",
-        "lease_deadline",
-        "lost",
-        "meta",
-        "needs_slot",
-        "pending",
-        "plan",
-        "renewing",
-        "task",
-        "waiters",
-        "wake",
-        "writing",
-    )
-
-    def __init__(self, plan: Plan, instance: SagaInstance, data: Any, deadline: float | None):
-        self.id = instance.id
-        self.plan = plan
-        self.instance = instance
-        self.data = data
-        self.deadline = deadline
-        self.completed: list[tuple[PlannedStep, Any]] = []
-        self.attempt_base: dict[int, int] = {}
-        self.cancel_reason: str | None = None
-        self.pending: list[SagaEvent] = []
-        self.meta = {"definition_id": plan.id}
-        self.task: asyncio.Task[None] | None = None
-        self.waiters: list[asyncio.Future[SagaInstance | None]] = []
-        self.wake: asyncio.Future[None] | None = None
-        self.renewing: asyncio.Future[None] | None = None
-        self.writing = False
-        self.lost = False
-        self.abandoned = False
-        self.needs_slot = False
-        self.lease_deadline = 0.0
-
-
-@dataclass(slots=True)
-class _Counters:
-    total: int = 0
-    completed: int = 0
-    compensated: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    timed_out: int = 0
-    ended: int = 0
-    duration_sum: float = 0.0
-    steps: int = 0
-    retries: int = 0
-    compensations: int = 0
-    recovered: int = 0
-    lost: int = 0
-    events: int = 0
-    publish_failures: int = 0
 
 
 class SagaCoordinator:
@@ -211,7 +118,7 @@ class SagaCoordinator:
         self._publish_batch = batch if callable(batch) else None
         self._plans: dict[str, Plan] = {}
         self._unknown: set[str] = set()
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, Run] = {}
         self._recovering = asyncio.Lock()
         self._adopting: set[str] = set()
         self._pending_cancels: dict[str, str] = {}
@@ -219,8 +126,8 @@ class SagaCoordinator:
         self._slots = Gate(self.concurrency.max_concurrent_sagas)
         self._workers = Gate(self.concurrency.worker_pool_size)
         self._acquire_timeout = require_seconds(self.concurrency.acquire_timeout)
-        self._c = _Counters()
-        self._new_id = _id_factory()
+        self._c = Counters()
+        self._new_id = id_factory()
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
@@ -369,7 +276,7 @@ class SagaCoordinator:
             )
             loop = asyncio.get_running_loop()
             deadline = None if plan.timeout is None else loop.time() + plan.timeout
-            run = _Run(plan, instance, data, deadline)
+            run = Run(plan, instance, data, deadline)
             self._emit(
                 run,
                 EventType.SAGA_STARTED,
@@ -587,7 +494,7 @@ class SagaCoordinator:
             self._adopting.discard(saga_id)
             self._pending_cancels.pop(saga_id, None)
 
-    async def _rebuild(self, plan: Plan, saga: SagaInstance) -> _Run:
+    async def _rebuild(self, plan: Plan, saga: SagaInstance) -> Run:
         """A run continuing ``saga`` from its stored state and step records."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None
@@ -595,7 +502,7 @@ class SagaCoordinator:
             deadline = loop.time() + (saga.timeout_at - utcnow()).total_seconds()
         codec = plan.data_codec(saga.current_step)
         data = saga.data if self._objects else codec.load(saga.data)
-        run = _Run(plan, saga, data, deadline)
+        run = Run(plan, saga, data, deadline)
         run.lease_deadline = loop.time() + self.lease_ttl
         records = {s.step_index: s for s in await self.storage.get_step_states(saga.id)}
         n = len(plan.steps)
@@ -638,7 +545,7 @@ class SagaCoordinator:
 
     # -- driving --------------------------------------------------------------------------------
 
-    def _spawn(self, run: _Run) -> None:
+    def _spawn(self, run: Run) -> None:
         self._runs[run.id] = run
         run.task = asyncio.get_running_loop().create_task(self._drive(run), name=f"saga:{run.id}")
 
@@ -654,7 +561,7 @@ class SagaCoordinator:
                 f"{self._acquire_timeout}s"
             ) from None
 
-    async def _drive(self, run: _Run) -> None:
+    async def _drive(self, run: Run) -> None:
         holds_slot = not run.needs_slot
         finished = False
         try:
@@ -687,7 +594,7 @@ class SagaCoordinator:
                     if not waiter.done():
                         waiter.set_result(final)
 
-    def _lose(self, run: _Run, *, cancel: bool) -> None:
+    def _lose(self, run: Run, *, cancel: bool) -> None:
         if run.lost:
             return
         run.lost = True
@@ -697,7 +604,7 @@ class SagaCoordinator:
         if cancel and run.task is not None:
             run.task.cancel()
 
-    async def _advance(self, run: _Run) -> None:
+    async def _advance(self, run: Run) -> None:
         instance = run.instance
         plan = run.plan
         if instance.state is SagaState.COMPENSATING:
@@ -708,25 +615,25 @@ class SagaCoordinator:
             # the saga deadline bounds step executions and retry waits (see _invoke/_sleep),
             # never a storage write: a write cut off mid-flight would leave the version unknown
             if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                raise _TimedOut
+                raise TimedOut
             await self._forward(run)
-        except _TimedOut:
+        except TimedOut:
             error = SagaError(
                 code="saga_timed_out",
                 message=f"saga {plan.id!r} exceeded its timeout of {plan.timeout}s",
                 type=ErrorType.TIMEOUT,
             )
             return await self._compensate(run, SagaState.TIMED_OUT, error)
-        except _StepFailed as failure:
+        except StepFailed as failure:
             return await self._compensate(run, SagaState.COMPENSATED, failure.error)
-        except _Cancelled:
+        except Cancelled:
             error = SagaError(
                 code="saga_cancelled", message=run.cancel_reason or "", type=ErrorType.BUSINESS
             )
             return await self._compensate(run, SagaState.CANCELLED, error)
         return await self._complete(run)
 
-    async def _forward(self, run: _Run) -> None:
+    async def _forward(self, run: Run) -> None:
         plan = run.plan
         steps = plan.steps
         n = len(steps)
@@ -736,9 +643,9 @@ class SagaCoordinator:
         loop = asyncio.get_running_loop()
         while index < n:
             if run.cancel_reason is not None:
-                raise _Cancelled
+                raise Cancelled
             if run.deadline is not None and loop.time() >= run.deadline:
-                raise _TimedOut
+                raise TimedOut
             ps = steps[index]
             started = utcnow()
             output, attempt = await self._execute(run, ps, data)
@@ -764,7 +671,7 @@ class SagaCoordinator:
             if index < n:
                 await self._persist(run)
 
-    async def _execute(self, run: _Run, ps: PlannedStep, data: Any) -> tuple[Any, int]:
+    async def _execute(self, run: Run, ps: PlannedStep, data: Any) -> tuple[Any, int]:
         policy = ps.policy
         first = run.attempt_base.pop(ps.index, 1) if run.attempt_base else 1
         attempt = first
@@ -789,7 +696,7 @@ class SagaCoordinator:
                     output = await ps.execute(ctx, data)
                 else:
                     output = await self._invoke(run, ps, ctx, data)
-            except _TimedOut:
+            except TimedOut:
                 workers.release()
                 raise
             except Exception as exc:
@@ -827,7 +734,7 @@ class SagaCoordinator:
                     await self._flush(run)
                     await self._sleep(run, delay)
                     if run.cancel_reason is not None:
-                        raise _Cancelled from None
+                        raise Cancelled from None
                     attempt += 1
                     continue
                 if retryable and policy.max_attempts > 1:
@@ -840,7 +747,7 @@ class SagaCoordinator:
                         error=error,
                     )
                 await self._flush(run)
-                raise _StepFailed(error) from exc
+                raise StepFailed(error) from exc
             except BaseException:
                 workers.release()
                 raise
@@ -857,14 +764,14 @@ class SagaCoordinator:
             )
             return output, attempt
 
-    async def _invoke(self, run: _Run, ps: PlannedStep, ctx: StepContext, data: Any) -> Any:
+    async def _invoke(self, run: Run, ps: PlannedStep, ctx: StepContext, data: Any) -> Any:
         """Run a step under the earlier of its own timeout and the saga deadline (cancelling it
-        when that passes): ``StepTimeoutError`` for the former, ``_TimedOut`` for the latter."""
+        when that passes): ``StepTimeoutError`` for the former, ``TimedOut`` for the latter."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadline = run.deadline
         if deadline is not None and now >= deadline:
-            raise _TimedOut
+            raise TimedOut
         if ps.timeout is None:
             assert deadline is not None
             when = deadline
@@ -878,12 +785,12 @@ class SagaCoordinator:
             if not window.expired():
                 raise
             if deadline is not None and when >= deadline:
-                raise _TimedOut from None
+                raise TimedOut from None
             raise StepTimeoutError(
                 f"step {ps.id!r} exceeded its timeout of {ps.timeout}s"
             ) from None
 
-    async def _complete(self, run: _Run) -> None:
+    async def _complete(self, run: Run) -> None:
         instance = run.instance
         instance.state = SagaState.COMPLETED
         instance.result = instance.data
@@ -902,13 +809,13 @@ class SagaCoordinator:
         await self._persist(run, release=True)
         self._finished(SagaState.COMPLETED, elapsed)
 
-    def _dump_result(self, run: _Run) -> Any:
+    def _dump_result(self, run: Run) -> Any:
         if run.data is None or not run.plan.steps:
             return run.data
         return run.plan.steps[-1].codec.dump(run.data)
 
     async def _compensate(
-        self, run: _Run, target_state: SagaState, reason: SagaError | None
+        self, run: Run, target_state: SagaState, reason: SagaError | None
     ) -> None:
         plan = run.plan
         instance = run.instance
@@ -991,7 +898,7 @@ class SagaCoordinator:
         await self._persist(run, release=True)
         self._finished(final_state, elapsed)
 
-    async def _compensate_one(self, run: _Run, target: CompensationTarget) -> None:
+    async def _compensate_one(self, run: Run, target: CompensationTarget) -> None:
         ps = run.plan.steps[target.index]
         policy = ps.policy
         timeout = run.plan.compensation.timeout
@@ -1076,7 +983,7 @@ class SagaCoordinator:
 
     async def _record_compensation(
         self,
-        run: _Run,
+        run: Run,
         target: CompensationTarget,
         status: StepStatus,
         attempt: int = 0,
@@ -1097,9 +1004,9 @@ class SagaCoordinator:
             )
         )
 
-    async def _sleep(self, run: _Run, delay: float) -> None:
+    async def _sleep(self, run: Run, delay: float) -> None:
         """Wait ``delay`` seconds before a retry; cut short by a cancel, bounded by the saga
-        deadline (``_TimedOut`` when it passes)."""
+        deadline (``TimedOut`` when it passes)."""
         if run.cancel_reason is not None:
             return
         loop = asyncio.get_running_loop()
@@ -1116,7 +1023,7 @@ class SagaCoordinator:
                 handle.cancel()
                 run.wake = None
         if run.cancel_reason is None and deadline is not None and loop.time() >= deadline:
-            raise _TimedOut
+            raise TimedOut
 
     def _finished(self, state: SagaState, elapsed: timedelta) -> None:
         c = self._c
@@ -1135,7 +1042,7 @@ class SagaCoordinator:
 
     # -- persistence and leases -----------------------------------------------------------------
 
-    async def _persist(self, run: _Run, *, release: bool = False) -> None:
+    async def _persist(self, run: Run, *, release: bool = False) -> None:
         """Write the saga (version-fenced), extending or releasing this coordinator's lease."""
         if run.renewing is not None:
             await run.renewing
@@ -1161,7 +1068,7 @@ class SagaCoordinator:
         run.lease_deadline = asyncio.get_running_loop().time() + self.lease_ttl
         await self._flush(run)
 
-    async def _save_with_outbox(self, run: _Run) -> None:
+    async def _save_with_outbox(self, run: Run) -> None:
         assert self._outbox is not None
         pending, run.pending = run.pending, []
         messages = self._outbox(pending) if pending else ()
@@ -1195,7 +1102,7 @@ class SagaCoordinator:
             except Exception:
                 log.warning("periodic saga recovery failed", exc_info=True)
 
-    async def _renew(self, run: _Run) -> None:
+    async def _renew(self, run: Run) -> None:
         loop = asyncio.get_running_loop()
         run.renewing = loop.create_future()
         try:
@@ -1222,7 +1129,7 @@ class SagaCoordinator:
 
     def _emit(
         self,
-        run: _Run,
+        run: Run,
         type: EventType,
         *,
         step_id: str = "",
@@ -1256,7 +1163,7 @@ class SagaCoordinator:
             )
         )
 
-    async def _flush(self, run: _Run) -> None:
+    async def _flush(self, run: Run) -> None:
         """Publish what the last transition emitted; failures are logged and counted only
         (events describe state that is already stored; they never fail a saga)."""
         if not run.pending or self._outbox is not None:
