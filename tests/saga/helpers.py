@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,14 +43,18 @@ class Recorder:
         *,
         fail: Callable[[int], BaseException | None] | None = None,
         comp_fail: Callable[[int], BaseException | None] | None = None,
+        hook: Callable[[StepContext], Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> FunctionStep:
-        """A step appending its id to the data list; ``fail(attempt)`` may return an error."""
+        """A step appending its id to the data list; ``fail(attempt)`` may return an error;
+        ``hook(ctx)`` runs inside each attempt before that."""
 
         async def execute(ctx: StepContext, data: Any) -> Any:
             self.calls.append(("exec", step_id, ctx.attempt, data))
             self.keys.append(ctx.idempotency_key)
             await asyncio.sleep(0)
+            if hook is not None:
+                await hook(ctx)
             if fail is not None:
                 error = fail(ctx.attempt)
                 if error is not None:
