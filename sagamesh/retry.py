@@ -99,8 +99,8 @@ class LinearBackoffRetryPolicy(_Base):
         self.max_delay = require_seconds(self.max_delay)
 
     def delay(self, attempt: int) -> float:
-        value = require_seconds(self.base_delay) + require_seconds(self.increment) * max(0, attempt - 1)
-        return min(require_seconds(self.max_delay), value)
+        step = require_seconds(self.increment) * max(0, attempt - 1)
+        return min(require_seconds(self.max_delay), require_seconds(self.base_delay) + step)
 
 
 @dataclass(slots=True)
