@@ -99,7 +99,15 @@ class JsonSerializer:
                 if duration is _NO_DURATION:
                     return self._encode(event)
                 # A private copy with the nanoseconds in place (msgspec writes the int as is).
-                ns: Any = duration // _ONE_US * 1000 if duration else _NO_DURATION
+                ns: Any = (
+                    (
+                        (duration.days * 86_400 + duration.seconds) * 1_000_000
+                        + duration.microseconds
+                    )
+                    * 1000
+                    if duration
+                    else _NO_DURATION
+                )
                 return self._encode(replace(event, duration=ns))
             return self._encode(_wire_copy(event))
         except (TypeError, ValueError, OverflowError, AttributeError, RecursionError) as exc:
