@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sagamesh.errors import ConfigError, SerializationError
 from sagamesh.events import EventType, SagaEvent
@@ -18,6 +20,7 @@ from sagamesh.serialization import (
     to_message,
 )
 from sagamesh.testing.samples import typical_event
+from sagamesh.testing.strategies import saga_events
 
 
 def test_builtin_serializers_by_name() -> None:
@@ -130,3 +133,12 @@ def test_event_type_given_as_plain_string_still_gives_a_plain_header() -> None:
     message = to_message(event, "t", get_serializer("json"))
     assert message.headers[Headers.EVENT_TYPE] == "saga.started"
     assert from_message(message).type is EventType.SAGA_STARTED
+
+
+@settings(max_examples=60, deadline=None)
+@given(event=saga_events(), name=st.sampled_from(SERIALIZER_NAMES), topic=st.text(min_size=1))
+def test_envelope_round_trips_any_event(event: SagaEvent, name: str, topic: str) -> None:
+    message = to_message(event, topic, get_serializer(name))
+    assert (message.id, message.key, message.topic) == (event.id, event.saga_id, topic)
+    assert message.headers[Headers.EVENT_TYPE] == event.type.value
+    assert from_message(message) == event
