@@ -112,7 +112,12 @@ class RabbitSubscription:
     # -- receiving ---------------------------------------------------------------------------
 
     async def _on_message(self, raw: AbstractIncomingMessage) -> None:
-        """aio-pika runs this in a task per delivery, started in arrival order."""
+        """aio-pika runs this in a task per delivery, started in arrival order.
+
+        The handler runs in a task of its own: aiormq cancels its consumer tasks when the
+        channel dies, and a lost connection must not cut a user's handler short (its ack is
+        then dropped and RabbitMQ redelivers: at-least-once).
+        """
         if self._closed:
             return  # left unacked: closing the channel requeues it
         message, attempt = decode(raw)
@@ -125,7 +130,7 @@ class RabbitSubscription:
                 waiting.append(delivery)  # its key is busy; handed over on settle
                 return
             self._waiting[key] = deque()
-        await self._run(delivery)
+        self._spawn(delivery)
 
     async def _run(self, delivery: RabbitDelivery) -> None:
         if self._closed:
@@ -136,7 +141,11 @@ class RabbitSubscription:
         try:
             await self._handler(delivery)
         except asyncio.CancelledError:
-            raise  # subscription closing: the channel close returns the message
+            # Subscription closing: the channel close returns the message. Should anything
+            # else cancel us, free the key so its later messages are not stuck behind it.
+            if not delivery.settled and not self._closed and self.ordered:
+                self._advance(delivery.message.key)
+            raise
         except Exception:
             log.exception("handler for %s raised; message %s nacked", self.topic,
                           delivery.message.id)
