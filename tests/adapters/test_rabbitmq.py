@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aio_pika
 import pytest
 import pytest_asyncio
-from sagamesh_rabbitmq import RabbitBroker, UnroutableMessageError
+from sagamesh_rabbitmq import PublishNackedError, RabbitBroker, UnroutableMessageError
 from sagamesh_rabbitmq import _topology as topology
 
 from sagamesh.brokers import create_broker
@@ -266,6 +266,25 @@ async def test_mandatory_publish_reports_unroutable(env: Env) -> None:
     assert isinstance(results[1], UnroutableMessageError)
     await collector.wait_acked({routable.id}, TIMEOUT)
     assert collector.received_ids() == {routable.id}
+
+
+async def test_broker_nack_is_retried_then_reported(env: Env) -> None:
+    """A queue that refuses publishes when full makes RabbitMQ answer ``basic.nack``."""
+    broker = await env.broker(publish_timeout=1.0)
+    channel = await env.raw()
+    full = f"{env.exchange}:full"
+    env.extra_queues.add(full)
+    queue = await channel.declare_queue(full, arguments={"x-max-length": 1,
+                                                         "x-overflow": "reject-publish"})
+    await queue.bind(env.exchange, routing_key=env.topic)
+    await broker.publish(_msg(env.topic, 1))
+    with pytest.raises(PublishNackedError, match="nacked"):
+        await broker.publish(_msg(env.topic, 2))
+    results = await broker.publish_many([_msg(env.topic, 3), _msg(env.topic, 4)])
+    assert all(isinstance(r, PublishNackedError) for r in results)
+    assert broker._publisher is not None and broker._publisher.retries >= 3
+    await queue.purge()
+    assert await broker.publish_many([_msg(env.topic, 5)]) == [None]
 
 
 # -- settlement --------------------------------------------------------------------------------
