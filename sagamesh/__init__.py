@@ -47,10 +47,21 @@ from .retry import (
     NoRetryPolicy,
     RetryPolicy,
 )
+from .serialization import (
+    JSON_CONTENT_TYPE,
+    PROTOBUF_CONTENT_TYPE,
+    Serializer,
+    from_message,
+    get_serializer,
+    serializer_for_content_type,
+    to_message,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "JSON_CONTENT_TYPE",
+    "PROTOBUF_CONTENT_TYPE",
     "BatchPublishError",
     "BatchPublishResult",
     "Broker",
@@ -91,7 +102,12 @@ __all__ = [
     "SagaEventPublisher",
     "SagameshError",
     "SerializationError",
+    "Serializer",
     "Subscription",
     "TransactionError",
     "create_broker",
+    "from_message",
+    "get_serializer",
+    "serializer_for_content_type",
+    "to_message",
 ]
