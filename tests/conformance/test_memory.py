@@ -122,18 +122,17 @@ async def test_memory_delayed_nack_survives_broker_close() -> None:
     """A message waiting out its nack delay when the broker closes is redelivered later."""
     broker = MemoryBroker()
     await broker.connect()
-    first: list[int] = []
 
     async def nack_long(delivery: Delivery) -> None:
-        first.append(delivery.attempt)
         await delivery.nack(delay=3600)
 
-    await broker.subscribe("t", nack_long, group="g")
+    first = Collector()
+    await broker.subscribe("t", first.handler(on_message=nack_long), group="g")
     await broker.publish(Message(id="m1", topic="t", key="k"))
-    collector = Collector()
-    await collector.wait_until(lambda: first == [1], "first delivery", 10)
+    await first.wait_until(lambda: first.attempts_of("m1") == [1], "first delivery", 10)
     await broker.close()
     await broker.connect()
+    collector = Collector()
     await broker.subscribe("t", collector.handler(), group="g")
     await collector.wait_acked({"m1"}, 10)
     assert collector.attempts_of("m1") == [2]

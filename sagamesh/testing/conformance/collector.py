@@ -47,9 +47,11 @@ class Collector:
                 if on_message is not None:
                     await on_message(delivery)
                 if not delivery.settled:
-                    await delivery.ack()
+                    # Recorded first: a handler cancelled while its ack is on the wire may
+                    # still have acked (the broker then never redelivers it).
                     self.acked.append(record)
                     self._acked_ids.add(record.message.id)
+                    await delivery.ack()
             finally:
                 self._notify()
 

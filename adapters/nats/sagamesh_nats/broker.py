@@ -1,0 +1,437 @@
+"""``NatsBroker``: the sagamesh Broker on NATS JetStream (nats-py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sagamesh.brokers.base import Capabilities, Health, MessageHandler
+from sagamesh.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    PublishTimeoutError,
+    SagameshError,
+)
+from sagamesh.message import Message
+
+from .codec import encode_headers
+from .naming import check_subject, consumer_name, stream_name
+from .options import NatsOptions
+from .subscription import NatsSubscription
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js.client import JetStreamContext
+    from nats.js.manager import JetStreamManager
+
+log = logging.getLogger("sagamesh_nats")
+
+
+class NatsBroker:
+    """JetStream streams per topic, durable pull consumers per group, confirmed publishes.
+
+    ``url`` may list several servers separated by commas; options: see :class:`NatsOptions`.
+    """
+
+    name = "nats"
+    capabilities = Capabilities(
+        persistent=True,
+        # Only one subscription's deliveries are held back per key; JetStream shares a group's
+        # stream between members and a nak puts a message behind later ones, so per-key order
+        # is NOT guaranteed.
+        ordered_by_key=False,
+        consumer_groups=True,
+        native_transactions=False,
+        delayed_redelivery=True,
+        native_dead_letter=False,
+    )
+
+    def __init__(self, url: str = "nats://127.0.0.1:4222", **options: Any) -> None:
+        self.url = url
+        self.servers = [s.strip() for s in url.split(",") if s.strip()]
+        if not self.servers:
+            raise ConfigError("empty NATS url", field="broker.url")
+        self.options = NatsOptions.from_kwargs(options)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._jsm: JetStreamManager | None = None
+        self._streams: dict[str, tuple[str, bool]] = {}  # topic -> (stream, shared)
+        self._stream_tasks: dict[str, asyncio.Task[tuple[str, bool]]] = {}
+        self._subs: set[NatsSubscription] = set()
+        self._awaiting_acks: set[asyncio.Future[Any]] = set()
+        self._publishing = 0
+        self._published_idle = asyncio.Event()
+        self._published_idle.set()
+        self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
+        self._stopping = 0  # closing subscriptions that still have pull requests out
+        self._stop_waiters: list[asyncio.Future[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._nc is not None and not self._closing:
+            return
+        import nats
+
+        opts = self.options
+        self._closing = False
+        self._close_task = None
+        connect_options: dict[str, Any] = {
+            "name": opts.client_name,
+            "connect_timeout": opts.connect_timeout,
+            "reconnect_time_wait": opts.reconnect_time_wait,
+            "max_reconnect_attempts": -1,  # a broker restart is waited out, never fatal
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+            **opts.connect_options,
+        }
+        try:
+            nc = await asyncio.wait_for(nats.connect(self.servers, **connect_options),
+                                        opts.connect_timeout * 2)
+        except Exception as exc:
+            raise BrokerUnavailableError(f"cannot connect to NATS at {self.url}: "
+                                         f"{exc or type(exc).__name__}") from exc
+        self._nc = nc
+        self._js = nc.jetstream(timeout=opts.api_timeout,
+                                publish_async_max_pending=opts.max_pending_publishes)
+        self._jsm = nc.jsm(timeout=opts.api_timeout)
+
+    async def close(self) -> None:
+        """Finish in-flight publishes, return unsettled deliveries, close. Idempotent."""
+        if self._nc is None:
+            return
+        if self._close_task is None:
+            self._closing = True
+            self._close_task = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._published_idle.wait(), self.options.publish_timeout)
+        await asyncio.gather(*(sub.close() for sub in list(self._subs)), return_exceptions=True)
+        for task in self._stream_tasks.values():
+            task.cancel()
+        nc, self._nc = self._nc, None
+        self._js = self._jsm = None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def __aenter__(self) -> NatsBroker:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _client(self) -> Client:
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise BrokerUnavailableError("NATS broker is not connected (use `async with`)")
+        return nc
+
+    def _require_open(self) -> tuple[JetStreamContext, JetStreamManager]:
+        if self._closing or self._js is None or self._jsm is None:
+            raise BrokerUnavailableError("NATS broker is closed or not connected")
+        return self._js, self._jsm
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS connection error: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        log.info("NATS disconnected from %s; reconnecting", self.url)
+        # A PubAck in flight is lost with the connection: fail those publishes now rather
+        # than after the publish timeout; publishing again is safe (Nats-Msg-Id de-duplicates).
+        awaiting, self._awaiting_acks = self._awaiting_acks, set()
+        lost = BrokerUnavailableError("NATS connection lost before the PubAck arrived")
+        for future in awaiting:
+            if not future.done():
+                future.set_exception(lost)
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._awaiting_acks.add(future)
+        future.add_done_callback(self._awaiting_acks.discard)
+
+    async def _on_reconnected(self) -> None:
+        log.info("NATS reconnected to %s", self.url)
+        for sub in list(self._subs):
+            sub.on_reconnected()
+
+    # -- streams and consumers -----------------------------------------------------------------
+
+    async def _stream_for(self, topic: str) -> tuple[str, bool]:
+        """The stream holding ``topic`` (created on first use); ``shared`` if it holds others."""
+        found = self._streams.get(topic)
+        if found is not None:
+            return found
+        task = self._stream_tasks.get(topic)
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            task = asyncio.ensure_future(self._find_or_create_stream(topic))
+            self._stream_tasks[topic] = task
+        result = await asyncio.shield(task)
+        self._streams[topic] = result
+        return result
+
+    async def _find_or_create_stream(self, topic: str) -> tuple[str, bool]:
+        from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+        from nats.js.errors import APIError, NotFoundError
+
+        jsm = self._jsm  # in-flight publishes may still create a stream while closing
+        if jsm is None:
+            raise BrokerUnavailableError("NATS broker is closed or not connected")
+        opts = self.options
+        for _attempt in range(3):
+            try:
+                name = await jsm.find_stream_name_by_subject(topic)
+                info = await jsm.stream_info(name)
+                return name, list(info.config.subjects or []) != [topic]
+            except NotFoundError:
+                pass
+            config = StreamConfig(
+                name=stream_name(opts.stream_prefix, topic),
+                subjects=[topic],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE if opts.storage == "file" else StorageType.MEMORY,
+                num_replicas=opts.replicas,
+                max_age=opts.max_age,
+                max_msgs=opts.max_msgs,
+                max_bytes=opts.max_bytes,
+                duplicate_window=opts.duplicate_window,
+            )
+            try:
+                await jsm.add_stream(config)
+                return config.name or "", False
+            except APIError as exc:
+                # Raced with another client, or the name/subjects are taken: look again.
+                log.debug("NATS: creating stream for %s failed (%s); looking again", topic, exc)
+                last: Exception = exc
+        raise BrokerUnavailableError(f"NATS: no stream for topic {topic!r}: {last}")
+
+    async def _create_consumer(self, stream: str, config: Any) -> None:
+        from nats.js.errors import APIError
+
+        _, jsm = self._require_open()
+        try:
+            await jsm.add_consumer(stream, config)
+        except APIError as exc:
+            if config.durable_name:
+                # An existing durable whose fixed settings differ (e.g. deliver policy): use it.
+                try:
+                    await jsm.consumer_info(stream, config.durable_name)
+                    log.warning("NATS: consumer %s on %s kept its existing config (%s)",
+                                config.durable_name, stream, exc)
+                    return
+                except APIError:
+                    pass
+            raise
+
+    async def _delete_consumer(self, stream: str, consumer: str) -> None:
+        if self._jsm is not None:
+            await self._jsm.delete_consumer(stream, consumer)
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def _begin_publish(self) -> None:
+        self._publishing += 1
+        self._published_idle.clear()
+
+    def _end_publish(self) -> None:
+        self._publishing -= 1
+        if not self._publishing:
+            self._published_idle.set()
+
+    async def publish(self, message: Message) -> None:
+        """Returns once JetStream stored the message (PubAck)."""
+        js, _ = self._require_open()
+        self._begin_publish()
+        try:
+            await self._publish_one(js, message)
+        finally:
+            self._end_publish()
+
+    async def _publish_one(self, js: JetStreamContext, message: Message) -> None:
+        from nats.js.errors import NoStreamResponseError
+
+        topic = check_subject(message.topic)
+        headers = encode_headers(message)
+        for attempt in (1, 2):
+            await self._stream_for(topic)
+            try:
+                future = await js.publish_async(topic, message.body,
+                                                wait_stall=self.options.publish_timeout,
+                                                headers=headers)
+                self._track(future)
+                await asyncio.wait_for(future, self.options.publish_timeout)
+                return
+            except NoStreamResponseError:
+                self._streams.pop(topic, None)  # deleted behind our back: create it again
+                self._stream_tasks.pop(topic, None)
+                if attempt == 2:
+                    raise BrokerUnavailableError(
+                        f"NATS: no JetStream stream answered for {topic!r}") from None
+            except Exception as exc:
+                raise _publish_error(exc, message) from exc
+
+    async def publish_many(self, messages: Sequence[Message]) -> list[Exception | None]:
+        """Fire every publish at once (bounded by ``max_pending_publishes`` PubAcks in flight),
+        then collect the acks: one result per message, in order."""
+        js, _ = self._require_open()
+        self._begin_publish()
+        try:
+            return await self._publish_many(js, messages)
+        finally:
+            self._end_publish()
+
+    async def _publish_many(self, js: JetStreamContext,
+                            messages: Sequence[Message]) -> list[Exception | None]:
+        from nats.js.errors import TooManyStalledMsgsError
+
+        results: list[Exception | None] = [None] * len(messages)
+        bad_topics: dict[str, Exception] = {}
+        for topic in {m.topic for m in messages}:
+            try:
+                await self._stream_for(check_subject(topic))
+            except SagameshError as exc:
+                bad_topics[topic] = exc
+        timeout = self.options.publish_timeout
+        futures: dict[asyncio.Future[Any], int] = {}
+        for index, message in enumerate(messages):
+            bad = bad_topics.get(message.topic)
+            if bad is not None:
+                results[index] = bad
+                continue
+            try:
+                future = await js.publish_async(message.topic, message.body, wait_stall=timeout,
+                                                headers=encode_headers(message))
+            except TooManyStalledMsgsError:
+                stalled = PublishTimeoutError(
+                    f"NATS: no PubAck for {self.options.max_pending_publishes} publishes "
+                    f"within {timeout} s")
+                for rest in range(index, len(messages)):
+                    results[rest] = stalled
+                break
+            except Exception as exc:
+                results[index] = _publish_error(exc, message)
+                continue
+            futures[future] = index
+            self._track(future)
+        if futures:
+            _, pending = await asyncio.wait(futures, timeout=timeout)
+            for future in pending:
+                future.cancel()
+            for future, index in futures.items():
+                if future.cancelled():
+                    results[index] = PublishTimeoutError(
+                        f"NATS: no PubAck for {messages[index].id} within {timeout} s")
+                elif (error := future.exception()) is not None:
+                    results[index] = _publish_error(error, messages[index])
+        return results
+
+    # -- subscribing ---------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: MessageHandler,
+        *,
+        group: str | None = None,
+        max_in_flight: int = 64,
+        ordered: bool = False,
+    ) -> NatsSubscription:
+        """A pull consumer: durable named after ``group``, ephemeral for ``group=None``."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        self._require_open()
+        check_subject(topic)
+        stream, shared = await self._stream_for(topic)
+        opts = self.options
+        max_in_flight = max(1, max_in_flight)
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=opts.ack_wait,
+            max_deliver=-1,
+            filter_subject=topic,
+            max_ack_pending=opts.max_ack_pending or max(256, 4 * max_in_flight),
+        )
+        if group is not None:
+            name = consumer_name(group, topic, shared_stream=shared)
+            config.name = config.durable_name = name
+            config.deliver_policy = (DeliverPolicy.ALL if opts.deliver_policy == "all"
+                                     else DeliverPolicy.NEW)
+        else:
+            name = f"sagamesh_eph_{uuid.uuid4().hex}"
+            config.name = name
+            config.deliver_policy = DeliverPolicy.NEW
+            config.inactive_threshold = opts.inactive_threshold
+        sub = NatsSubscription(self, topic, group, handler, stream=stream, consumer=name,
+                               config=config, max_in_flight=max_in_flight, ordered=ordered)
+        try:
+            await sub.start()
+        except Exception as exc:
+            await sub.close()
+            if isinstance(exc, SagameshError):
+                raise
+            raise BrokerUnavailableError(f"NATS: cannot subscribe to {topic!r}: {exc}") from exc
+        self._subs.add(sub)
+        return sub
+
+    def _stopped(self) -> None:
+        self._stopping -= 1
+        if not self._stopping:
+            waiters, self._stop_waiters = self._stop_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _siblings_stopped(self) -> None:
+        if self._stopping:
+            waiter = asyncio.get_running_loop().create_future()
+            self._stop_waiters.append(waiter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, self.options.api_timeout)
+
+    def _detach(self, sub: NatsSubscription) -> None:
+        self._subs.discard(sub)
+
+    # -- health --------------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        nc = self._nc
+        if nc is None or self._closing or not nc.is_connected:
+            state = "closed" if nc is None or self._closing else "reconnecting"
+            return Health(healthy=False, broker=self.name, detail=state)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            await nc.flush(timeout=5)
+            rtt = loop.time() - start
+            assert self._jsm is not None
+            account = await self._jsm.account_info()
+        except Exception as exc:
+            return Health(healthy=False, broker=self.name, detail=f"unhealthy: {exc}")
+        return Health(healthy=True, broker=self.name, detail=f"connected to {nc.connected_url}",
+                      latency=rtt, extra={"streams": account.streams,
+                                          "consumers": account.consumers,
+                                          "server_version": str(nc.connected_server_version)})
+
+
+def _publish_error(exc: BaseException, message: Message) -> Exception:
+    import nats.errors
+    from nats.js.errors import APIError, NoStreamResponseError
+
+    if isinstance(exc, SagameshError):
+        return exc
+    if isinstance(exc, TimeoutError | nats.errors.TimeoutError):
+        return PublishTimeoutError(f"NATS: no PubAck for {message.id}")
+    if isinstance(exc, NoStreamResponseError):
+        return BrokerUnavailableError(f"NATS: no stream answered for {message.topic!r}")
+    if isinstance(exc, APIError):
+        return BrokerUnavailableError(f"NATS JetStream rejected {message.id}: {exc}")
+    return BrokerUnavailableError(f"NATS: cannot publish {message.id}: "
+                                  f"{exc or type(exc).__name__}")

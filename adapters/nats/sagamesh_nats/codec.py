@@ -1,0 +1,70 @@
+"""Message <-> NATS headers and payload.
+
+The id travels as ``Nats-Msg-Id`` (JetStream de-duplicates on it), the key as
+``sagamesh-key``. Header values NATS would alter (surrounding whitespace, line breaks) are
+base64-encoded behind a marker so every value survives byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from sagamesh.message import Headers, Message
+
+MSG_ID = "Nats-Msg-Id"
+KEY = "sagamesh-key"
+_ESCAPED = "sagamesh-b64:"
+_RESERVED = frozenset({MSG_ID, KEY})
+
+
+def _needs_escape(value: str) -> bool:
+    return (value != value.strip() or "\r" in value or "\n" in value
+            or value.startswith(_ESCAPED))
+
+
+def dedup_id(message: Message) -> str:
+    """A message recovered from a DLQ is republished on purpose: its recovery count makes it
+    a new message for JetStream's duplicate window instead of a silently dropped duplicate."""
+    recoveries = message.headers.get(Headers.DLQ_RECOVERIES)
+    return f"{message.id}~r{recoveries}" if recoveries else message.id
+
+
+def encode_headers(message: Message) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in message.headers.items():
+        if name in _RESERVED:
+            continue
+        if _needs_escape(value):
+            value = _ESCAPED + base64.b64encode(value.encode()).decode()
+        headers[name] = value
+    headers[MSG_ID] = dedup_id(message)
+    if message.key is not None:
+        headers[KEY] = message.key if not _needs_escape(message.key) else (
+            _ESCAPED + base64.b64encode(message.key.encode()).decode())
+    return headers
+
+
+def _decode_value(value: str) -> str:
+    if value.startswith(_ESCAPED):
+        return base64.b64decode(value[len(_ESCAPED):]).decode()
+    return value
+
+
+def decode(topic: str, data: bytes, raw: dict[str, str] | None, fallback_id: str) -> Message:
+    """Rebuild the Message; ``fallback_id`` (stream sequence) names a message published
+    without sagamesh (no ``Nats-Msg-Id``)."""
+    headers: dict[str, str] = {}
+    message_id = fallback_id
+    key: str | None = None
+    if raw:
+        for name, value in raw.items():
+            if name == MSG_ID:
+                message_id = value
+            elif name == KEY:
+                key = _decode_value(value)
+            else:
+                headers[name] = _decode_value(value)
+        recoveries = headers.get(Headers.DLQ_RECOVERIES)
+        if recoveries:
+            message_id = message_id.removesuffix(f"~r{recoveries}")
+    return Message(id=message_id, topic=topic, key=key, headers=headers, body=data)
