@@ -155,7 +155,7 @@ class MessageProcessor:
         if ctx is None:
             ctx = self.context(prepared.message, prepared.attempt)
         if self.tracing is None:
-            return await self._execute(prepared, ctx)
+            return await self._guarded(prepared, ctx)
         message = prepared.message
         event = prepared.event
         # The span is current while handlers run, so what they publish becomes its child; its
@@ -163,10 +163,21 @@ class MessageProcessor:
         with self.tracing.consume_span(system=self.broker_name, destination=message.topic,
                                        saga_id=event.saga_id, headers=message.headers,
                                        event_type=str(event.type)) as span:
-            outcome = await self._execute(prepared, ctx)
+            outcome = await self._guarded(prepared, ctx)
             if span is not None:
                 span.set_attribute("sagamesh.outcome", outcome.kind.value)
             return outcome
+
+    async def _guarded(self, prepared: Prepared, ctx: HandlerContext) -> Outcome:
+        """Handler failures are decided in ``_execute``; anything else (the idempotency store
+        is unreachable, a callback broke) is infrastructure: retry later, never dead-letter."""
+        try:
+            return await self._execute(prepared, ctx)
+        except Exception as exc:
+            log.exception("processing %s failed outside its handlers; retrying",
+                          prepared.message.id)
+            return Outcome(OutcomeKind.RETRY, delay=self.retry.delay(prepared.attempt),
+                           reason=f"infrastructure: {type(exc).__name__}: {exc}", error=exc)
 
     async def _execute(self, prepared: Prepared, ctx: HandlerContext) -> Outcome:
         event = prepared.event

@@ -138,3 +138,22 @@ async def test_handle_delivery_processes_and_settles_in_one_call() -> None:
     assert (await p.handle_delivery(poison, publish)).kind is OutcomeKind.DEAD_LETTER
     assert ok.actions == [("ack", None)] and poison.actions == [("ack", None)]
     assert calls == ["ok:1:g"] and [m.id for m in published] == ["p"]
+
+
+async def test_an_unreachable_idempotency_store_means_retry_not_dead_letter() -> None:
+    class Down:
+        async def contains(self, key: str) -> bool:
+            raise ConnectionError("redis down")
+
+        async def add(self, key: str) -> None:
+            raise ConnectionError("redis down")
+
+        async def close(self) -> None:
+            return None
+
+    p, calls = _processor(idempotency=Down())
+    for attempt in (1, 5, 50):  # beyond max_attempts too: an outage is not the event's fault
+        outcome = await p.process(message(event("a")), attempt)
+        assert (outcome.kind, outcome.delay) == (OutcomeKind.RETRY, 0.25)
+        assert outcome.reason.startswith("infrastructure: ConnectionError")
+    assert calls == []
