@@ -1,0 +1,195 @@
+"""NATS adapter behaviour beyond the conformance suite, on the shared JetStream server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sagamesh_nats import NatsBroker
+
+from sagamesh.brokers.base import Delivery
+from sagamesh.errors import BrokerUnavailableError
+from sagamesh.message import Headers, Message
+from sagamesh.testing.conformance import Collector, messages, publish_all
+from sagamesh.testing.services import free_port
+
+pytestmark = pytest.mark.nats
+
+FAST: dict[str, Any] = {"reconnect_time_wait": 0.1, "idle_heartbeat": 0.5, "pull_expires": 5.0}
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"SMA{uuid.uuid4().hex[:8]}_"
+
+
+@pytest_asyncio.fixture
+async def jsm(nats_url: str, prefix: str) -> AsyncIterator[Any]:
+    """A raw JetStream manager; deletes this test's streams afterwards."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    manager = nc.jsm()
+    try:
+        yield manager
+    finally:
+        for info in await manager.streams_info():
+            if info.config.name and info.config.name.startswith(prefix):
+                await manager.delete_stream(info.config.name)
+        await nc.close()
+
+
+@pytest_asyncio.fixture
+async def broker(nats_url: str, prefix: str, jsm: Any) -> AsyncIterator[NatsBroker]:
+    async with NatsBroker(nats_url, stream_prefix=prefix, **FAST) as b:
+        yield b
+
+
+async def test_publish_creates_a_file_stream_named_from_the_topic(
+    broker: NatsBroker, jsm: Any, prefix: str, unique: str
+) -> None:
+    topic = f"orders.{unique}"
+    await broker.publish(Message(id="1", topic=topic, body=b"x"))
+    info = await jsm.stream_info(await jsm.find_stream_name_by_subject(topic))
+    assert info.config.name.startswith(prefix) and "." not in info.config.name
+    assert info.config.subjects == [topic]
+    assert info.config.storage == "file"
+    assert info.config.duplicate_window == 120.0
+    assert info.state.messages == 1
+
+
+async def test_same_message_id_is_stored_once(broker: NatsBroker, jsm: Any, unique: str) -> None:
+    topic = f"dedup.{unique}"
+    message = Message(id=f"evt-{unique}", topic=topic, body=b"once")
+    await broker.publish(message)
+    await broker.publish(message)
+    assert await broker.publish_many([message, message]) == [None, None]
+    recovered = Message(id=message.id, topic=topic, body=b"once",
+                        headers={Headers.DLQ_RECOVERIES: "1"})
+    await broker.publish(recovered)  # a DLQ recovery is a new message on purpose
+    info = await jsm.stream_info(await jsm.find_stream_name_by_subject(topic))
+    assert info.state.messages == 2
+    collector = Collector()
+    await broker.subscribe(topic, collector.handler(), group="g")
+    await collector.wait_until(lambda: len(collector.acked) == 2, "two messages", 30)
+    assert [r.message.id for r in collector.acked] == [message.id, message.id]
+
+
+async def test_max_in_flight_bounds_concurrent_handlers(broker: NatsBroker, unique: str) -> None:
+    topic = f"bound.{unique}"
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def hold(delivery: Delivery) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+
+    collector = Collector()
+    await broker.subscribe(topic, collector.handler(on_message=hold), group="g",
+                           max_in_flight=3)
+    batch = messages(topic, 20, keys=20)
+    await publish_all(broker, batch)
+    await collector.wait_until(lambda: len(collector.received) >= 3, "3 handlers", 30)
+    assert not await collector.observe(lambda: len(collector.received) > 3, 0.5)
+    assert peak == 3
+    release.set()
+    await collector.wait_acked({m.id for m in batch}, 30)
+    assert peak == 3
+
+
+async def test_slow_handler_is_kept_alive_past_ack_wait(
+    nats_url: str, prefix: str, jsm: Any, unique: str
+) -> None:
+    async with NatsBroker(nats_url, stream_prefix=prefix, ack_wait=1.0, **FAST) as broker:
+        topic = f"slow.{unique}"
+
+        async def slow(delivery: Delivery) -> None:
+            await asyncio.sleep(2.5)
+
+        collector = Collector()
+        await broker.subscribe(topic, collector.handler(on_message=slow), group="g")
+        message = Message(id="slow-1", topic=topic)
+        await broker.publish(message)
+        await collector.wait_acked({message.id}, 30)
+        assert collector.attempts_of(message.id) == [1]  # +WPI prevented a redelivery
+
+
+async def test_existing_wildcard_stream_is_used_with_per_topic_consumers(
+    broker: NatsBroker, jsm: Any, prefix: str, unique: str
+) -> None:
+    base = f"shared.{unique}"
+    await jsm.add_stream(name=f"{prefix}wild", subjects=[f"{base}.>"])
+    collectors = {t: Collector() for t in (f"{base}.a", f"{base}.b")}
+    for topic, collector in collectors.items():
+        await broker.subscribe(topic, collector.handler(), group="same-group")
+    for topic in collectors:
+        await broker.publish(Message(id=f"{topic}-1", topic=topic))
+    for topic, collector in collectors.items():
+        await collector.wait_acked({f"{topic}-1"}, 30)
+        assert collector.received_ids() == {f"{topic}-1"}
+    names = [info.config.name for info in await jsm.streams_info()
+             if info.config.name.startswith(prefix)]
+    assert names == [f"{prefix}wild"], "no extra stream may be created for covered topics"
+    consumers = await jsm.consumers_info(f"{prefix}wild")
+    assert len(consumers) == 2
+
+
+async def test_ephemeral_consumer_is_removed_on_close(
+    broker: NatsBroker, jsm: Any, unique: str
+) -> None:
+    topic = f"eph.{unique}"
+    collector = Collector()
+    sub = await broker.subscribe(topic, collector.handler())
+    stream = await jsm.find_stream_name_by_subject(topic)
+    assert len(await jsm.consumers_info(stream)) == 1
+    await broker.publish(Message(id="e1", topic=topic))
+    await collector.wait_acked({"e1"}, 30)
+    await sub.close()
+    assert await jsm.consumers_info(stream) == []
+
+
+async def test_health_reports_round_trip_and_server(broker: NatsBroker) -> None:
+    health = await broker.health()
+    assert health.healthy and health.broker == "nats"
+    assert health.latency is not None and 0 < health.latency < 5
+    assert str(health.extra["server_version"]).count(".") == 2
+
+
+async def test_publish_many_keeps_a_bounded_number_of_acks_in_flight(
+    nats_url: str, prefix: str, jsm: Any, unique: str
+) -> None:
+    async with NatsBroker(nats_url, stream_prefix=prefix, max_pending_publishes=16) as broker:
+        topic = f"bounded.{unique}"
+        await broker.publish(Message(id="warm", topic=topic))  # stream exists
+        assert broker._js is not None
+        js = broker._js
+        peak = 0
+        done = False
+
+        async def sample() -> None:
+            nonlocal peak
+            while not done:
+                peak = max(peak, js.publish_async_pending())
+                await asyncio.sleep(0)
+
+        sampler = asyncio.create_task(sample())
+        results = await broker.publish_many(messages(topic, 2000, keys=7))
+        done = True
+        await sampler
+        assert results == [None] * 2000
+        assert 1 < peak <= 16, f"peak PubAcks in flight: {peak}"
+
+
+async def test_connect_to_nothing_fails_fast_with_a_typed_error() -> None:
+    broker = NatsBroker(f"nats://127.0.0.1:{free_port()}", connect_timeout=0.5)
+    with pytest.raises(BrokerUnavailableError, match="cannot connect to NATS"):
+        await broker.connect()
+    await broker.close()  # closing a never-connected broker is fine
