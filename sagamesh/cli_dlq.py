@@ -75,7 +75,6 @@ class DLQSession:
         self.handler: DeadLetterQueueHandler | None = None
         self._subscription: Subscription | None = None
         self._last_arrival = 0.0
-        self._settling: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> DeadLetterQueueHandler:
         from . import factories
@@ -87,7 +86,7 @@ class DLQSession:
         try:
             self._subscription = await broker.subscribe(
                 settings.dlq.topic, self._on_delivery, group=settings.dlq.group,
-                max_in_flight=100_000)
+                max_in_flight=10_000)
             self._last_arrival = time.monotonic()
             deadline = time.monotonic() + self.max_wait
             while time.monotonic() < deadline:
@@ -110,18 +109,25 @@ class DLQSession:
         self._last_arrival = time.monotonic()
         if await held:
             await delivery.ack()
-        else:
+        elif not delivery.settled:
             await delivery.nack()
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
 
     async def _close(self) -> None:
-        self.store.release()
-        await asyncio.sleep(0)  # let held handlers settle before the subscription closes
+        # Close the subscription while the held deliveries are still unsettled: the adapter
+        # first stops receiving, then hands them back (an early nack could be redelivered into
+        # a pull request that is about to vanish and sit out the broker's ack timeout).
+        # Adapters that wait for running handlers first get them nacked after a moment.
         sub, self._subscription = self._subscription, None
         if sub is not None:
-            await sub.close()
+            closing = asyncio.ensure_future(sub.close())
+            done, _ = await asyncio.wait({closing}, timeout=0.2)
+            if not done:
+                self.store.release()
+            await closing
+        self.store.release()
         if self.broker is not None:
             await self.broker.close()
 
@@ -162,7 +168,7 @@ def dlq_list(
     out = console()
     if as_json:
         for entry in entries:
-            out.print_json(json.dumps(_entry_row(entry)))
+            typer.echo(json.dumps(_entry_row(entry), default=str))
         return
     from rich.table import Table
 

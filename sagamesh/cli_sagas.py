@@ -71,7 +71,7 @@ def sagas_list(
     out = console()
     if as_json:
         for saga in found:
-            out.print_json(json.dumps(_row(saga)))
+            typer.echo(json.dumps(_row(saga), default=str))
         return
     from rich.table import Table
 
