@@ -540,6 +540,23 @@ async def test_health_reports_latency_outage_and_close(env: Env, proxy: TcpProxy
             pass
 
 
+async def test_a_closed_broker_can_connect_again(env: Env) -> None:
+    broker = await env.broker()
+    collector = Collector()
+    await broker.subscribe(env.topic, collector.handler(), group=env.group)
+    async with broker.transaction() as tx:
+        await tx.publish(_msg(env.topic, 1))
+    await collector.wait_until(lambda: len(collector.acked) == 1, "first message", TIMEOUT)
+    await broker.close()
+    await broker.connect()
+    await broker.subscribe(env.topic, collector.handler(), group=env.group)
+    async with broker.transaction() as tx:  # fresh transaction channels
+        await tx.publish(_msg(env.topic, 2))
+    await broker.publish(_msg(env.topic, 3))
+    await collector.wait_until(lambda: len(collector.acked) == 3, "after reconnect", TIMEOUT)
+    assert (await broker.health()).healthy
+
+
 async def _healthy(broker: RabbitBroker) -> bool:
     health = await broker.health()
     return health.healthy

@@ -134,10 +134,7 @@ class RabbitSubscription:
 
     async def _run(self, delivery: RabbitDelivery) -> None:
         if self._closed:
-            return
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
+            return  # never started: the channel close returns it
         try:
             await self._handler(delivery)
         except asyncio.CancelledError:
@@ -154,9 +151,6 @@ class RabbitSubscription:
         else:
             if not delivery.settled:
                 await delivery.ack()
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
 
     def _spawn(self, delivery: RabbitDelivery) -> None:
         if self._closed:

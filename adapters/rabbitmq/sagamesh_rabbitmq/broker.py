@@ -145,7 +145,8 @@ class RabbitBroker:
             # Flush: publishes already started (and handlers' retries) get their confirm first.
             await publisher.drain(self.options.publish_timeout)
             publisher.closed = True
-        await self._tx.close()
+        tx, self._tx = self._tx, TransactionChannels(self.options.tx_channels)
+        await tx.close()
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
