@@ -330,11 +330,13 @@ class RabbitBroker:
     async def delete_topology(self, *queues: str) -> None:
         """Delete the exchange, the group and delay queues this broker declared and ``queues``.
 
-        For tests and tear-down: RabbitMQ keeps durable queues until they are deleted.
+        For tests and tear-down: RabbitMQ keeps durable queues until they are deleted. Closes
+        this broker's subscriptions first (a live robust consumer would re-declare its queue).
         """
         channel = self._topology_channel
         if channel is None:
             raise BrokerUnavailableError("RabbitMQ broker is not connected")
+        await asyncio.gather(*(sub.close() for sub in list(self._subs)), return_exceptions=True)
         for name in set(queues) | set(self.declared_queues()):
             with contextlib.suppress(Exception):
                 await channel.queue_delete(name)
