@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from consuming_helpers import DLQ, Collector
 
 from sagamesh.brokers.memory import MemoryBroker
+
+from .consuming_helpers import DLQ, Collector
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-from consuming_helpers import DLQ, TOPIC, Collector, Signal, event, message, publish
-
 from sagamesh.brokers.memory import MemoryBroker
 from sagamesh.consuming import (
     ConsumerConfig,
@@ -21,6 +19,8 @@ from sagamesh.consuming import (
 from sagamesh.events import EventType, SagaEvent
 from sagamesh.message import Headers
 from sagamesh.retry import FixedDelayRetryPolicy
+
+from .consuming_helpers import DLQ, TOPIC, Collector, Signal, event, message, publish
 
 
 async def test_handler_context_describes_the_delivery(broker: MemoryBroker) -> None:

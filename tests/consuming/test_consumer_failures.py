@@ -8,7 +8,6 @@ import itertools
 import time
 
 import msgspec
-from consuming_helpers import DLQ, TOPIC, Collector, Signal, event, message, publish
 
 from sagamesh.brokers.memory import MemoryBroker
 from sagamesh.consuming import (
@@ -22,6 +21,8 @@ from sagamesh.consuming import (
 from sagamesh.events import EventType, SagaEvent
 from sagamesh.message import Headers, Message
 from sagamesh.retry import ExponentialBackoffRetryPolicy, FixedDelayRetryPolicy, NoRetryPolicy
+
+from .consuming_helpers import DLQ, TOPIC, Collector, Signal, event, message, publish
 
 
 async def test_slow_handler_is_cancelled_at_its_timeout_and_counts_as_failed(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from consuming_helpers import Signal, event, publish, turns_until
-
 from sagamesh.brokers.memory import MemoryBroker
 from sagamesh.consuming import (
     ConsumerConfig,
@@ -16,6 +14,8 @@ from sagamesh.consuming import (
     RoutingStrategy,
 )
 from sagamesh.events import EventType, SagaEvent
+
+from .consuming_helpers import Signal, event, publish, turns_until
 
 STEPS = [EventType.SAGA_STARTED, EventType.SAGA_STEP_STARTED, EventType.SAGA_STEP_COMPLETED,
          EventType.STATE_CHANGED, EventType.SAGA_COMPLETED]

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from consuming_helpers import DLQ, TOPIC, Signal, event, message, poll_until, publish, turns_until
 
 from sagamesh.brokers.memory import MemoryBroker
 from sagamesh.consuming import (
@@ -24,6 +23,8 @@ from sagamesh.events import SagaEvent
 from sagamesh.message import Headers, Message
 from sagamesh.publishing import DLQRetryPolicy
 from sagamesh.retry import NoRetryPolicy
+
+from .consuming_helpers import DLQ, TOPIC, Signal, event, message, poll_until, publish, turns_until
 
 
 class Switch:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from consuming_helpers import DLQ, TOPIC, Signal, event, publish, turns_until
 
 from sagamesh.brokers.memory import MemoryBroker
 from sagamesh.consuming import (
@@ -24,6 +23,8 @@ from sagamesh.consuming import (
 from sagamesh.events import SagaEvent
 from sagamesh.message import Headers, Message
 from sagamesh.retry import NoRetryPolicy
+
+from .consuming_helpers import DLQ, TOPIC, Signal, event, publish, turns_until
 
 
 async def _cleanup(store: RedisDLQStore) -> None:

@@ -3,7 +3,6 @@ handlers run) and its Prometheus counters."""
 
 from __future__ import annotations
 
-from consuming_helpers import DLQ, Collector, Signal, event, message
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -20,6 +19,8 @@ from sagamesh.consuming import (
 from sagamesh.events import EventType, SagaEvent
 from sagamesh.observability.metrics import Metrics
 from sagamesh.observability.tracing import SPAN_CONSUME, SPAN_PUBLISH, Tracing
+
+from .consuming_helpers import DLQ, Collector, Signal, event, message
 
 
 async def test_consume_span_continues_the_publisher_trace(broker: MemoryBroker) -> None:

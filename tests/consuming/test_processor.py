@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from consuming_helpers import DLQ, TOPIC, event, message
-
 from sagamesh.consuming import (
     EventRouter,
     FailureAction,
@@ -17,6 +15,8 @@ from sagamesh.consuming import (
 from sagamesh.events import EventType, SagaEvent
 from sagamesh.message import Headers, Message
 from sagamesh.retry import FixedDelayRetryPolicy
+
+from .consuming_helpers import DLQ, TOPIC, event, message
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from consuming_helpers import Signal, event, publish
 
 from sagamesh.brokers.memory import MemoryBroker
 from sagamesh.consuming import (
@@ -16,6 +15,8 @@ from sagamesh.consuming import (
     RedisIdempotencyStore,
 )
 from sagamesh.events import SagaEvent
+
+from .consuming_helpers import Signal, event, publish
 
 pytestmark = pytest.mark.redis
 
