@@ -148,6 +148,21 @@ def test_bad_options_raise_config_error_naming_the_field(
     assert info.value.field == field
 
 
+def test_tls_settings_become_an_ssl_context() -> None:
+    import ssl
+
+    from sagamesh.settings import TLSSettings
+
+    plain = RabbitBroker("amqps://u:p@rabbit.example:5671/", tls=TLSSettings(enabled=False))
+    assert plain._ssl is None
+    lax = RabbitBroker("amqps://u:p@rabbit.example:5671/",
+                       tls=TLSSettings(enabled=True, verify=False))
+    assert isinstance(lax._ssl, ssl.SSLContext)
+    assert lax._ssl.verify_mode == ssl.CERT_NONE and not lax._ssl.check_hostname
+    strict = RabbitBroker("amqps://u:p@rabbit.example:5671/", tls=TLSSettings(enabled=True))
+    assert strict._ssl is not None and strict._ssl.verify_mode == ssl.CERT_REQUIRED
+
+
 async def test_connect_to_nothing_raises_broker_unavailable() -> None:
     from sagamesh.testing.services import free_port
 
