@@ -143,20 +143,24 @@ def sagas_cancel(
         definitions = load_app(app).definitions
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
-    final = run(_cancel(settings, definitions, saga_id, reason, timeout, source_of(config)))
+    final, ended_before = run(_cancel(settings, definitions, saga_id, reason, timeout,
+                                      source_of(config)))
     if final is None:
         fail(f"no saga {saga_id!r} in {settings.storage.type} storage")
-    out = console()
-    out.print(f"saga {saga_id}: [bold]{final.state.value}[/bold]")
-    if final.state.value != "cancelled":
-        if final.is_terminal:
-            fail(f"saga {saga_id} had already ended {final.state.value}; nothing to cancel",
-                 EXIT_FAILED)
-        fail(f"saga {saga_id} did not finish cancelling within {timeout:g}s", EXIT_FAILED)
+    state = final.state.value
+    if ended_before:
+        if state == "cancelled":
+            console().print(f"saga {saga_id} was already cancelled")
+            return
+        fail(f"saga {saga_id} had already ended {state}; nothing to cancel", EXIT_FAILED)
+    console().print(f"saga {saga_id}: [bold]{state}[/bold]")
+    if state != "cancelled":
+        fail(f"saga {saga_id} did not finish cancelling within {timeout:g}s (now {state})",
+             EXIT_FAILED)
 
 
 async def _cancel(settings: Settings, definitions: Any, saga_id: str, reason: str,
-                  wait_for: float, source: str) -> SagaInstance | None:
+                  wait_for: float, source: str) -> tuple[SagaInstance | None, bool]:
     from . import factories
     from .errors import LeaseError, SagaDefinitionError, SagaNotFoundError
 
@@ -170,13 +174,13 @@ async def _cancel(settings: Settings, definitions: Any, saga_id: str, reason: st
         try:
             stored = await storage.get_saga(saga_id)
             if stored is None:
-                return None
+                return None, False
             if stored.is_terminal:
-                return stored
+                return stored, True
             try:
                 await coordinator.cancel_saga(saga_id, reason)
             except SagaNotFoundError:
-                return None
+                return None, False
             except SagaDefinitionError as exc:
                 fail(f"{exc}; pass the APP that defines it with --app", EXIT_CONFIG)
             except LeaseError as exc:
@@ -184,9 +188,9 @@ async def _cancel(settings: Settings, definitions: Any, saga_id: str, reason: st
                      hint="a live worker drives this saga: stop it (its lease is released on "
                           "shutdown) or wait for the lease to expire, then retry")
             try:
-                return await coordinator.wait_for_completion(saga_id, timeout=wait_for)
+                return await coordinator.wait_for_completion(saga_id, timeout=wait_for), False
             except TimeoutError:
-                return await storage.get_saga(saga_id)
+                return await storage.get_saga(saga_id), False
         finally:
             await coordinator.close()
             await publisher.close()
