@@ -190,8 +190,13 @@ def create_publisher(broker: Broker, settings: Settings, *, tracing: Tracing | N
     from .publishing import SagaEventPublisher
 
     system = getattr(broker, "name", "") or settings.broker.type
-    return SagaEventPublisher(broker, publisher_config(settings, tracing=tracing,
-                                                       metrics=metrics, system=system))
+    publisher = SagaEventPublisher(broker, publisher_config(settings, tracing=tracing,
+                                                            metrics=metrics, system=system))
+    if metrics is not None:
+        from .publishing.stages_observability import RetryCounterStage
+
+        publisher.add_stage(RetryCounterStage(metrics), after="reliability")
+    return publisher
 
 
 # -- consuming ------------------------------------------------------------------------------

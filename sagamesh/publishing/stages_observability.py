@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from ..observability.tracing import Tracing
 
 
+_ATTEMPTS = "sagamesh.metrics.attempts"
+
+
 def _outcomes(pub: Publication, raised: bool) -> list[str]:
     """``ok`` | ``dead_lettered`` | ``failed`` per message, from the final results."""
     count = len(pub.messages)
@@ -69,6 +72,9 @@ class MetricsStage:
 
     async def __call__(self, pub: Publication, call_next: CallNext) -> None:
         started = time.perf_counter()
+        if pub.extra is None:
+            pub.extra = {}
+        pub.extra[_ATTEMPTS] = 0  # counted by RetryCounterStage (after ``reliability``)
         raised = True
         try:
             await call_next(pub)
@@ -83,4 +89,25 @@ class MetricsStage:
                     metrics.dead_lettered("publish_failed")
 
 
-__all__ = ["MetricsStage", "TracingStage"]
+class RetryCounterStage:
+    """Placed after ``reliability`` (``publisher.add_stage(stage, after="reliability")``): it
+    sees every attempt, so each pass after the first of a publication counts its messages as
+    publish retries. Re-tried subsets share the publication's ``extra`` with the original."""
+
+    name = "metrics-retries"
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def __call__(self, pub: Publication, call_next: CallNext) -> None:
+        extra = pub.extra
+        if extra is not None and _ATTEMPTS in extra:
+            seen = extra[_ATTEMPTS]
+            extra[_ATTEMPTS] = seen + 1
+            if seen:
+                for message in pub.messages:
+                    self.metrics.publish_retry(message.topic)
+        await call_next(pub)
+
+
+__all__ = ["MetricsStage", "RetryCounterStage", "TracingStage"]

@@ -19,7 +19,11 @@ from sagamesh.observability.metrics import Metrics
 from sagamesh.observability.saga import ObservedSagaSink
 from sagamesh.observability.tracing import Tracing
 from sagamesh.publishing import SagaEventPublisher
-from sagamesh.publishing.stages_observability import MetricsStage, TracingStage
+from sagamesh.publishing.stages_observability import (
+    MetricsStage,
+    RetryCounterStage,
+    TracingStage,
+)
 from sagamesh.retry import FixedDelayRetryPolicy, NoRetryPolicy
 from sagamesh.saga import InMemoryEventPublisher, SagaDefinition, StepContext, step
 from sagamesh.settings import Settings
@@ -113,13 +117,15 @@ async def test_metrics_stage_counts_failures_and_dead_letters() -> None:
             return None
 
         config = PublisherConfig(stages=[MetricsStage(metrics)], reliability=ReliabilityConfig(
-            max_retry_attempts=1, retry_backoff=0.001, dlq_topic="saga.dlq"))
+            max_retry_attempts=2, retry_backoff=0.001, dlq_topic="saga.dlq"))
         publisher = SagaEventPublisher(b, config, sleep=no_wait)
+        publisher.add_stage(RetryCounterStage(metrics), after="reliability")
         await publisher.publish_saga_event(SagaEvent(saga_id="s", type=EventType.SAGA_STARTED))
         await publisher.close()
     assert metrics.value("published_total", topic="saga.events", outcome="dead_lettered") == 1
     assert metrics.value("published_total", topic="saga.events", outcome="ok") == 0
     assert metrics.value("dlq_messages_total", reason="publish_failed") == 1
+    assert metrics.value("publish_retries_total", topic="saga.events") == 2  # 3 attempts
 
 
 async def test_tracing_stage_puts_traceparent_of_its_span_on_every_message() -> None:
