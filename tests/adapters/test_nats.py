@@ -193,3 +193,29 @@ async def test_connect_to_nothing_fails_fast_with_a_typed_error() -> None:
     with pytest.raises(BrokerUnavailableError, match="cannot connect to NATS"):
         await broker.connect()
     await broker.close()  # closing a never-connected broker is fine
+
+
+@pytest.mark.parametrize("delay", [None, 0.2])
+async def test_ordered_subscription_keeps_key_order_across_nacks(
+    broker: NatsBroker, unique: str, delay: float | None
+) -> None:
+    """One ordered subscription: a nacked message comes back before the rest of its key."""
+    topic = f"ordnack.{unique}"
+    batch = messages(topic, 120, keys=4)
+    nacked = {batch[i].id for i in (5, 6, 40, 41, 42, 97)}
+
+    async def nack_first(delivery: Delivery) -> None:
+        if delivery.message.id in nacked and delivery.attempt == 1:
+            await delivery.nack(delay=delay)
+
+    collector = Collector()
+    await broker.subscribe(topic, collector.handler(on_message=nack_first), group="g",
+                           max_in_flight=8, ordered=True)
+    await publish_all(broker, batch)
+    await collector.wait_acked({m.id for m in batch}, 60)
+    position = {m.id: i for i, m in enumerate(batch)}
+    for key in {m.key for m in batch}:
+        order = [position[r.message.id] for r in collector.acked if r.message.key == key]
+        assert order == sorted(order) and len(order) == 30, f"key {key}: {order}"
+    for message_id in nacked:
+        assert collector.attempts_of(message_id) == [1, 2]

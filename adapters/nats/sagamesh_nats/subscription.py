@@ -59,7 +59,7 @@ class NatsDelivery:
         payload = _NAK
         if delay is not None and delay > 0:
             payload += b" " + json.dumps({"delay": int(delay * 1e9)}).encode()
-        await self._settle(payload)
+        await self._settle(payload, redelivery_in=delay or 0.0)
 
     async def reject(self) -> None:
         """Terminate: JetStream never redelivers it (the consumer dead-letters it itself)."""
@@ -71,16 +71,15 @@ class NatsDelivery:
             self.touched = asyncio.get_running_loop().time()
             await self._sub._send(self._reply, _WPI)
 
-    async def _settle(self, payload: bytes) -> None:
+    async def _settle(self, payload: bytes, redelivery_in: float | None = None) -> None:
         if self._settled:
             return
         self._settled = True
-        try:
-            # Shielded: a handler cancelled mid-ack must not leave the message settled here
-            # but unacknowledged at the server (it would wait out the whole ack wait).
-            await asyncio.shield(self._sub._send(self._reply, payload))
-        finally:
-            self._sub._on_settled(self)
+        # Local state first: a nacked message may come back before the send returns.
+        self._sub._on_settled(self, redelivery_in)
+        # Shielded: a handler cancelled mid-ack must not leave the message settled here
+        # but unacknowledged at the server (it would wait out the whole ack wait).
+        await asyncio.shield(self._sub._send(self._reply, payload))
 
 
 class NatsSubscription:
@@ -106,6 +105,8 @@ class NatsSubscription:
         self._held: dict[str, deque[NatsDelivery]] = {}
         self._held_count = 0
         self._busy: set[str] = set()
+        # ordered: key -> (stream seq, deadline) of a nacked message the key waits for
+        self._awaiting: dict[str, tuple[int, float]] = {}
         self._unsettled: dict[int, NatsDelivery] = {}
         self._last_seq = 0
         self._last_activity = 0.0
@@ -190,6 +191,8 @@ class NatsSubscription:
             return
         if self._pending:
             self._pending -= 1
+            if not self._pending:
+                self._wake.set()  # the pull is used up: maybe pull again
         try:
             meta = msg.metadata
         except Exception:
@@ -205,8 +208,16 @@ class NatsSubscription:
         message = decode(self.topic, msg.data, headers, f"{self._stream}:{seq}")
         delivery = NatsDelivery(self, message, meta.num_delivered, msg.reply, seq, now)
         self._unsettled[seq] = delivery
-        if not self._closed:  # closing: it is handed back with the other unsettled ones
-            self._dispatch(delivery)
+        if self._closed:  # closing: it is handed back with the other unsettled ones
+            return
+        key = message.key
+        if key is not None and key in self._awaiting and self._awaiting[key][0] == seq:
+            # The nacked message of a held key is back: it goes first, the key stays busy.
+            del self._awaiting[key]
+            self._ready.append(delivery)
+            self._drain()
+            return
+        self._dispatch(delivery)
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
@@ -263,21 +274,35 @@ class NatsSubscription:
             self._drain()
             self._wake.set()
 
-    def _on_settled(self, delivery: NatsDelivery) -> None:
+    def _on_settled(self, delivery: NatsDelivery, redelivery_in: float | None = None) -> None:
         if delivery.offset is not None:
             self._unsettled.pop(delivery.offset, None)
         key = delivery.message.key
+        if (self._ordered and key is not None and redelivery_in is not None
+                and delivery.offset is not None and not self._closed):
+            # Nacked: the key keeps waiting for this very message (JetStream would otherwise
+            # hand us the key's next message first). If it never comes back here (another
+            # member got it), the key is released after the deadline.
+            deadline = (asyncio.get_running_loop().time() + redelivery_in
+                        + self._opts.ack_wait + 2 * self._opts.idle_heartbeat + 1)
+            self._awaiting[key] = (delivery.offset, deadline)
+            self._wake.set()
+            return
         if self._ordered and key is not None and key in self._busy:
-            held = self._held.get(key)
-            if held:
-                self._ready.append(held.popleft())
-                self._held_count -= 1
-                if not held:
-                    del self._held[key]
-                self._drain()
-            else:
-                self._busy.discard(key)
+            self._release(key)
         self._wake.set()
+
+    def _release(self, key: str) -> None:
+        """The key's current message is settled: hand over its next one, if any."""
+        held = self._held.get(key)
+        if held:
+            self._ready.append(held.popleft())
+            self._held_count -= 1
+            if not held:
+                del self._held[key]
+            self._drain()
+        else:
+            self._busy.discard(key)
 
     async def _send(self, reply: str, payload: bytes) -> None:
         try:
@@ -288,7 +313,10 @@ class NatsSubscription:
     # -- pulling -------------------------------------------------------------------------------
 
     def _room(self) -> int:
-        return self._max - self._running - len(self._ready) - self._held_count - self._pending
+        room = self._max - self._running - len(self._ready) - self._held_count - self._pending
+        if room <= 0 and self._awaiting and not self._pending:
+            return 1  # keep one pull out, or a nacked message of a held key never returns
+        return room
 
     async def _pull_loop(self) -> None:
         opts = self._opts
@@ -347,6 +375,12 @@ class NatsSubscription:
                 self._last_activity = now
                 self._consumer_lost = True  # cheap and idempotent: ensure it exists
                 self._wake.set()
+            for key, (seq, deadline) in list(self._awaiting.items()):
+                if now > deadline:
+                    log.warning("NATS %s: nacked message %s of key %r did not come back to this "
+                                "subscription; releasing the key", self.topic, seq, key)
+                    del self._awaiting[key]
+                    self._release(key)
             for delivery in list(self._unsettled.values()):
                 if not delivery.settled and now - delivery.touched > stale:
                     delivery.touched = now
