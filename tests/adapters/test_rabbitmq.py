@@ -163,6 +163,16 @@ def test_tls_settings_become_an_ssl_context() -> None:
     assert strict._ssl is not None and strict._ssl.verify_mode == ssl.CERT_REQUIRED
 
 
+async def test_exchange_of_another_type_is_a_config_error(env: Env) -> None:
+    channel = await env.raw()
+    await channel.declare_exchange(env.exchange, aio_pika.ExchangeType.DIRECT)
+    broker = RabbitBroker(env.url, exchange=env.exchange)
+    with pytest.raises(ConfigError, match="another type") as info:
+        await broker.connect()
+    assert info.value.field == "exchange"
+    assert not (await broker.health()).healthy
+
+
 async def test_connect_to_nothing_raises_broker_unavailable() -> None:
     from sagamesh.testing.services import free_port
 

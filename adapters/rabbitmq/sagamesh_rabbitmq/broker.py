@@ -125,7 +125,9 @@ class RabbitBroker:
                 with contextlib.suppress(Exception):
                     await connection.close()
                 if isinstance(exc, Exception):
-                    raise _declare_error(exc, f"exchange {opts.exchange!r}") from exc
+                    raise _declare_error(
+                        exc, f"exchange {opts.exchange!r}", field="exchange",
+                        hint="it exists with another type; pick another exchange name") from exc
                 raise
             self._connection = connection
             self._publish_channel = channel
@@ -350,14 +352,15 @@ def _check_topic(topic: str) -> None:
                           field="topic")
 
 
-def _declare_error(exc: Exception, what: str) -> Exception:
+def _declare_error(exc: Exception, what: str, *, field: str = "group",
+                   hint: str = "e.g. a group subscribed both ordered and unordered, or with "
+                               "another queue_type") -> Exception:
     from aiormq.exceptions import ChannelPreconditionFailed
 
     if isinstance(exc, ChannelPreconditionFailed):
         return ConfigError(
             f"RabbitMQ refused to declare {what} with different arguments than it already has "
-            f"({exc}); e.g. a group subscribed ordered and unordered, or another queue_type",
-            field="group")
+            f"({exc}); {hint}", field=field)
     if isinstance(exc, BrokerUnavailableError | ConfigError):
         return exc
     return BrokerUnavailableError(f"RabbitMQ refused {what}: {exc!r}")
