@@ -19,7 +19,8 @@ from sagamesh.testing.services import free_port
 
 pytestmark = pytest.mark.nats
 
-FAST: dict[str, Any] = {"reconnect_time_wait": 0.1, "idle_heartbeat": 0.5, "pull_expires": 5.0}
+FAST: dict[str, Any] = {"reconnect_time_wait": 0.1, "idle_heartbeat": 0.5, "pull_expires": 5.0,
+                        "lease_ttl": 2.0}
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ async def jsm(nats_url: str, prefix: str) -> AsyncIterator[Any]:
         yield manager
     finally:
         for info in await manager.streams_info():
-            if info.config.name and info.config.name.startswith(prefix):
+            if info.config.name and info.config.name.startswith((prefix, f"KV_{prefix}")):
                 await manager.delete_stream(info.config.name)
         await nc.close()
 
@@ -219,3 +220,48 @@ async def test_ordered_subscription_keeps_key_order_across_nacks(
         assert order == sorted(order) and len(order) == 30, f"key {key}: {order}"
     for message_id in nacked:
         assert collector.attempts_of(message_id) == [1, 2]
+
+
+async def _wait_for(predicate: Any, what: str, within: float = 30.0) -> None:
+    """Poll a condition driven by the lease's timers (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("abrupt", [False, True])
+async def test_ordered_group_has_one_active_member_and_fails_over_in_order(
+    nats_url: str, prefix: str, jsm: Any, unique: str, abrupt: bool
+) -> None:
+    topic, group = f"lease.{unique}", f"g-{unique}"
+    first = NatsBroker(nats_url, stream_prefix=prefix, **FAST)
+    second = NatsBroker(nats_url, stream_prefix=prefix, **FAST)
+    await first.connect()
+    await second.connect()
+    try:
+        collector = Collector()
+        sub_a = await first.subscribe(topic, collector.handler("a"), group=group, ordered=True)
+        sub_b = await second.subscribe(topic, collector.handler("b"), group=group, ordered=True)
+        assert (sub_a.active, sub_b.active) == (True, False)
+        batch = messages(topic, 200, keys=5)
+        await publish_all(first, batch[:100])
+        await collector.wait_acked({m.id for m in batch[:100]}, 30)
+        assert collector.acked_by("b") == [], "the standby member must not consume"
+        if abrupt:  # the holder vanishes without releasing: the lease expires (lease_ttl 2 s)
+            assert first._nc is not None
+            await first._nc.close()
+        else:
+            await sub_a.close()
+        await _wait_for(lambda: sub_b.active, "the standby to take the lease")
+        await publish_all(second, batch[100:])
+        await collector.wait_acked({m.id for m in batch}, 30)
+        assert set(collector.acked_by("b")) >= {m.id for m in batch[100:]}
+        position = {m.id: i for i, m in enumerate(batch)}
+        for key in {m.key for m in batch}:
+            order = [position[r.message.id] for r in collector.acked if r.message.key == key]
+            assert order == sorted(order), f"key {key}: {order}"
+    finally:
+        await second.close()
+        await first.close()

@@ -84,5 +84,5 @@ def test_create_broker_finds_the_adapter_by_scheme() -> None:
     assert isinstance(broker, NatsBroker)
     assert broker.servers == ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
     assert broker.options.ack_wait == 5.0
-    assert not broker.capabilities.ordered_by_key
+    assert broker.capabilities.ordered_by_key  # for ordered subscriptions (lease + key hold)
     assert broker.capabilities.delayed_redelivery and broker.capabilities.persistent

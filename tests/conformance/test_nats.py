@@ -19,7 +19,7 @@ pytestmark = pytest.mark.nats
 
 # Fast failure detection for tests: a restart is noticed within ~2 s.
 FAST = {"reconnect_time_wait": 0.1, "idle_heartbeat": 0.5, "pull_expires": 5.0,
-        "publish_timeout": 10.0}
+        "publish_timeout": 10.0, "lease_ttl": 2.0}
 
 
 @pytest.fixture(scope="session")
@@ -36,9 +36,10 @@ async def _cleanup_streams(nats_url: str, stream_prefix: str) -> AsyncIterator[N
     nc = await nats.connect(nats_url)
     try:
         jsm = nc.jsm()
-        for name in await jsm.streams_info():
-            if name.config.name and name.config.name.startswith(stream_prefix):
-                await jsm.delete_stream(name.config.name)
+        ours = (stream_prefix, f"KV_{stream_prefix}")  # streams and the lease bucket
+        for info in await jsm.streams_info():
+            if info.config.name and info.config.name.startswith(ours):
+                await jsm.delete_stream(info.config.name)
     finally:
         await nc.close()
 

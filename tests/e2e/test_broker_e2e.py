@@ -54,7 +54,7 @@ async def _nats(url: str) -> AsyncIterator[Broker]:
         try:
             jsm = nc.jsm()
             for info in await jsm.streams_info():
-                if info.config.name and info.config.name.startswith(prefix):
+                if info.config.name and info.config.name.startswith((prefix, f"KV_{prefix}")):
                     await jsm.delete_stream(info.config.name)
         finally:
             await nc.close()

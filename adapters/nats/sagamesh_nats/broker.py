@@ -19,13 +19,14 @@ from sagamesh.errors import (
 from sagamesh.message import Message
 
 from .codec import encode_headers
-from .naming import check_subject, consumer_name, stream_name
+from .naming import check_subject, consumer_name, safe_name, stream_name
 from .options import NatsOptions
 from .subscription import NatsSubscription
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js.client import JetStreamContext
+    from nats.js.kv import KeyValue
     from nats.js.manager import JetStreamManager
 
 log = logging.getLogger("sagamesh_nats")
@@ -40,10 +41,9 @@ class NatsBroker:
     name = "nats"
     capabilities = Capabilities(
         persistent=True,
-        # Only one subscription's deliveries are held back per key; JetStream shares a group's
-        # stream between members and a nak puts a message behind later ones, so per-key order
-        # is NOT guaranteed.
-        ordered_by_key=False,
+        # For ordered=True subscriptions: one active member per group (a KV lease) and a key
+        # hold that also waits for a nacked message to come back before the key's next one.
+        ordered_by_key=True,
         consumer_groups=True,
         native_transactions=False,
         delayed_redelivery=True,
@@ -63,6 +63,7 @@ class NatsBroker:
         self._stream_tasks: dict[str, asyncio.Task[tuple[str, bool]]] = {}
         self._subs: set[NatsSubscription] = set()
         self._awaiting_acks: set[asyncio.Future[Any]] = set()
+        self._leases: KeyValue | None = None
         self._publishing = 0
         self._published_idle = asyncio.Event()
         self._published_idle.set()
@@ -119,6 +120,7 @@ class NatsBroker:
             task.cancel()
         nc, self._nc = self._nc, None
         self._js = self._jsm = None
+        self._leases = None
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
@@ -230,6 +232,24 @@ class NatsBroker:
                 except APIError:
                     pass
             raise
+
+    async def _lease_bucket(self, ttl: float) -> KeyValue:
+        """The KV bucket holding ordered-group leases (created on first use)."""
+        if self._leases is not None:
+            return self._leases
+        from nats.js.api import KeyValueConfig, StorageType
+        from nats.js.errors import APIError
+
+        js, _ = self._require_open()
+        bucket = safe_name(f"{self.options.stream_prefix}leases")
+        try:
+            kv = await js.create_key_value(KeyValueConfig(
+                bucket=bucket, history=1, ttl=ttl, storage=StorageType.FILE,
+                replicas=self.options.replicas))
+        except APIError:  # exists with other settings: use it as it is
+            kv = await js.key_value(bucket)
+        self._leases = kv
+        return kv
 
     async def _delete_consumer(self, stream: str, consumer: str) -> None:
         if self._jsm is not None:

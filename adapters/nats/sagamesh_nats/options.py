@@ -24,6 +24,7 @@ class NatsOptions:
     inactive_threshold: float = 300.0  # ephemeral (group=None) consumers vanish after this
     pull_expires: float = 30.0  # lifetime of one pull request
     idle_heartbeat: float = 2.0  # server heartbeat on pull requests; 2 missed -> re-pull
+    lease_ttl: float = 10.0  # ordered groups: a silent active member is replaced after this
     publish_timeout: float = 10.0  # PubAck wait per publish
     max_pending_publishes: int = 2048  # PubAcks awaited at once by publish_many
     connect_timeout: float = 5.0
@@ -41,7 +42,7 @@ class NatsOptions:
                               f"(known: {', '.join(sorted(known))})", field="broker.options")
         durations = {"max_age", "duplicate_window", "ack_wait", "inactive_threshold",
                      "pull_expires", "idle_heartbeat", "publish_timeout", "connect_timeout",
-                     "reconnect_time_wait", "api_timeout"}
+                     "lease_ttl", "reconnect_time_wait", "api_timeout"}
         values: dict[str, Any] = {}
         for name, value in options.items():
             if name in durations and value is not None:

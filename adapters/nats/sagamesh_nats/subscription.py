@@ -21,6 +21,7 @@ from sagamesh.errors import BrokerUnavailableError
 from sagamesh.message import Message
 
 from .codec import decode
+from .lease import GroupLease
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -116,6 +117,20 @@ class NatsSubscription:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._close_task: asyncio.Task[None] | None = None
+        self._lease: GroupLease | None = None
+        if ordered and group is not None:
+            self._lease = GroupLease(broker, f"{stream}.{consumer}", broker.options.lease_ttl,
+                                     self._on_lease)
+        self._active = self._lease is None  # only the lease holder of an ordered group pulls
+
+    @property
+    def active(self) -> bool:
+        """False while an ordered group's other member holds the lease (standing by)."""
+        return self._active
+
+    def _on_lease(self, held: bool) -> None:
+        self._active = held
+        self._wake.set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -131,6 +146,10 @@ class NatsSubscription:
             loop.create_task(self._pull_loop(), name=f"sagamesh-nats-pull:{self.topic}"),
             loop.create_task(self._keepalive_loop(), name=f"sagamesh-nats-keepalive:{self.topic}"),
         ]
+        if self._lease is not None:
+            await self._lease.try_acquire()
+            self._loops.append(loop.create_task(self._lease.run(),
+                                                name=f"sagamesh-nats-lease:{self.topic}"))
         self._wake.set()
 
     async def close(self) -> None:
@@ -153,6 +172,8 @@ class NatsSubscription:
         for delivery in list(self._unsettled.values()):
             with contextlib.suppress(Exception):
                 await delivery.nack()
+        if self._lease is not None:
+            await self._lease.release()  # after handing back: the next member starts in order
         if self.group is None:
             with contextlib.suppress(Exception):
                 await self._broker._delete_consumer(self._stream, self._consumer)
@@ -209,6 +230,11 @@ class NatsSubscription:
         delivery = NatsDelivery(self, message, meta.num_delivered, msg.reply, seq, now)
         self._unsettled[seq] = delivery
         if self._closed:  # closing: it is handed back with the other unsettled ones
+            return
+        if not self._active:  # lease lost while a pull was out: let the holder have it
+            self._unsettled.pop(seq, None)
+            with contextlib.suppress(BrokerUnavailableError):
+                await self._send(msg.reply, _NAK)
             return
         key = message.key
         if key is not None and key in self._awaiting and self._awaiting[key][0] == seq:
@@ -330,6 +356,8 @@ class NatsSubscription:
             if self._closed:
                 return
             try:
+                if not self._active:
+                    continue
                 if self._consumer_lost:
                     await self._recreate_consumer()
                 room = self._room()
