@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import SerializationError
 from ..events import SagaError, SagaEvent
 from .plan import Plan, PlannedStep
 from .state import SagaInstance
@@ -35,6 +36,10 @@ class StepFailed(Exception):
 
 class Cancelled(Exception):
     pass
+
+
+class OutputNotStorable(SerializationError):
+    """A step's output has no JSON form under its codec (a durable store cannot keep it)."""
 
 
 class TimedOut(Exception):

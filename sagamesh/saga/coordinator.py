@@ -29,12 +29,14 @@ from ..errors import (
     LeaseError,
     SagaDefinitionError,
     SagaNotFoundError,
+    SerializationError,
     StepTimeoutError,
 )
 from ..events import ErrorType, EventType, SagaError, SagaEvent
 from ..message import Message
 from ._clone import clone_instance
-from ._run import Cancelled, Counters, Run, StepFailed, TimedOut, id_factory
+from ._run import Cancelled, Counters, OutputNotStorable, Run, StepFailed, TimedOut, id_factory
+from .codec import DataCodec
 from .compensation import CompensationTarget
 from .config import ConcurrencyConfig, CoordinatorHealth, CoordinatorMetrics
 from .definition import SagaDefinition
@@ -282,7 +284,7 @@ class SagaCoordinator:
                 EventType.SAGA_STARTED,
                 previous_state=_PENDING,
                 new_state=_RUNNING,
-                data=instance.data if not self._objects else plan.input_codec.dump(data),
+                data=instance.data if not self._objects else _event_data(plan.input_codec, data),
             )
             try:
                 if self._outbox is not None:
@@ -648,9 +650,8 @@ class SagaCoordinator:
                 raise TimedOut
             ps = steps[index]
             started = utcnow()
-            output, attempt = await self._execute(run, ps, data)
+            output, attempt, stored = await self._execute(run, ps, data)
             run.completed.append((ps, output))
-            stored = output if self._objects else ps.codec.dump(output)
             await self.storage.save_step_state(
                 StepState(
                     run.id,
@@ -671,7 +672,8 @@ class SagaCoordinator:
             if index < n:
                 await self._persist(run)
 
-    async def _execute(self, run: Run, ps: PlannedStep, data: Any) -> tuple[Any, int]:
+    async def _execute(self, run: Run, ps: PlannedStep, data: Any) -> tuple[Any, int, Any]:
+        """Run one step with its retries: (output, attempt that succeeded, output as stored)."""
         policy = ps.policy
         first = run.attempt_base.pop(ps.index, 1) if run.attempt_base else 1
         attempt = first
@@ -696,14 +698,19 @@ class SagaCoordinator:
                     output = await ps.execute(ctx, data)
                 else:
                     output = await self._invoke(run, ps, ctx, data)
+                stored = output if self._objects else _storable(ps, output)
             except TimedOut:
                 workers.release()
                 raise
             except Exception as exc:
                 workers.release()
                 elapsed = timedelta(seconds=time.perf_counter() - began)
-                error = SagaError.from_exception(exc)
-                retryable = may_retry(ps.step, exc)
+                if isinstance(exc, OutputNotStorable):
+                    error = SagaError.from_exception(exc, type=ErrorType.DATA)
+                    retryable = False  # the same output would come back
+                else:
+                    error = SagaError.from_exception(exc)
+                    retryable = may_retry(ps.step, exc)
                 local = attempt - first + 1
                 retry = retryable and policy.should_retry(local, exc)
                 self._c.steps += 1
@@ -760,9 +767,9 @@ class SagaCoordinator:
                 attempt=attempt,
                 max_attempts=policy.max_attempts,
                 duration=timedelta(seconds=time.perf_counter() - began),
-                data=output if output is None else ps.codec.dump(output),
+                data=stored if not self._objects else _event_data(ps.codec, output),
             )
-            return output, attempt
+            return output, attempt, stored
 
     async def _invoke(self, run: Run, ps: PlannedStep, ctx: StepContext, data: Any) -> Any:
         """Run a step under the earlier of its own timeout and the saga deadline (cancelling it
@@ -812,7 +819,7 @@ class SagaCoordinator:
     def _dump_result(self, run: Run) -> Any:
         if run.data is None or not run.plan.steps:
             return run.data
-        return run.plan.steps[-1].codec.dump(run.data)
+        return _event_data(run.plan.steps[-1].codec, run.data)
 
     async def _compensate(
         self, run: Run, target_state: SagaState, reason: SagaError | None
@@ -1209,6 +1216,25 @@ class SagaCoordinator:
         if stored.result is not None and plan.steps:
             stored.result = plan.steps[-1].codec.load(stored.result)
         return stored
+
+
+def _storable(ps: PlannedStep, output: Any) -> Any:
+    try:
+        return ps.codec.dump(output)
+    except SerializationError as exc:
+        message = f"step {ps.id!r} returned data that cannot be stored: {exc}"
+        raise OutputNotStorable(message) from exc
+
+
+def _event_data(codec: DataCodec, value: Any) -> Any:
+    """JSON-able data for an event; None when the value has no JSON form (events describe the
+    transition; the in-memory store keeps the object itself)."""
+    if value is None:
+        return None
+    try:
+        return codec.dump(value)
+    except SerializationError:
+        return None
 
 
 def _settle(future: asyncio.Future[None]) -> None:
