@@ -30,7 +30,7 @@ async def test_dlq_commands_on_rabbitmq(sagamesh: Run, amqp_url: str, unique: st
     topic, dlq_topic = f"cli.{unique}.events", f"cli.{unique}.dlq"
     config = str(write_config({"broker": {"type": "rabbitmq", "url": amqp_url},
                                "dlq": {"topic": dlq_topic, "group": f"ops-{unique}"}}))
-    args = ("--config", config, "--wait", "0.4")
+    args = ("--config", config, "--wait", "0.3")
     # The first read declares the DLQ group's queue (as a DLQ handler in a worker would).
     assert _entries(sagamesh("dlq", "list", "--json", *args)) == []
     events = [SagaEvent(saga_id=f"order-{i}", type=EventType.SAGA_STEP_FAILED, data={"i": i})
@@ -50,7 +50,6 @@ async def test_dlq_commands_on_rabbitmq(sagamesh: Run, amqp_url: str, unique: st
         assert {e["attempts"] for e in listed} == {5}
         assert all(e["reason"].startswith("retries_exhausted") for e in listed)
         # Listing did not consume anything: the same three are still there.
-        assert len(_entries(sagamesh("dlq", "list", "--json", *args))) == 3
         table = sagamesh("dlq", "list", *args)
         assert f"DLQ {dlq_topic} (3 message(s))" in table.stdout
 
@@ -69,7 +68,6 @@ async def test_dlq_commands_on_rabbitmq(sagamesh: Run, amqp_url: str, unique: st
             await received.put(delivery.message)
 
         sub = await broker.subscribe(topic, on_original, group=f"orig-{unique}")
-        assert _entries(sagamesh("dlq", "list", "--json", *args))  # still all there
         try:
             replay = sagamesh("dlq", "replay", events[0].id, *args)
             assert replay.returncode == 0, replay.stderr
