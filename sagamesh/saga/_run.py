@@ -62,9 +62,11 @@ class Run:
         "lost",
         "meta",
         "needs_slot",
+        "now",
         "pending",
         "plan",
         "renewing",
+        "step_started",
         "task",
         "waiters",
         "wake",
@@ -91,6 +93,9 @@ class Run:
         self.abandoned = False
         self.needs_slot = False
         self.lease_deadline = 0.0
+        # timestamps shared by the records and events of one transition (one clock read each)
+        self.now = instance.updated_at
+        self.step_started = instance.updated_at
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from .._durations import Duration, require_seconds
@@ -649,7 +649,6 @@ class SagaCoordinator:
             if run.deadline is not None and loop.time() >= run.deadline:
                 raise TimedOut
             ps = steps[index]
-            started = utcnow()
             output, attempt, stored = await self._execute(run, ps, data)
             run.completed.append((ps, output))
             await self.storage.save_step_state(
@@ -660,8 +659,8 @@ class SagaCoordinator:
                     StepStatus.COMPLETED,
                     attempt,
                     output=stored,
-                    started_at=started,
-                    completed_at=utcnow(),
+                    started_at=run.step_started,
+                    completed_at=run.now,
                 )
             )
             index += 1
@@ -670,7 +669,7 @@ class SagaCoordinator:
             instance.current_step = instance.completed_steps = index
             instance.data = stored
             if index < n:
-                await self._persist(run)
+                await self._persist(run, now=run.now)
 
     async def _execute(self, run: Run, ps: PlannedStep, data: Any) -> tuple[Any, int, Any]:
         """Run one step with its retries: (output, attempt that succeeded, output as stored)."""
@@ -681,12 +680,16 @@ class SagaCoordinator:
             ctx = StepContext(
                 run.id, ps.id, attempt, ps.index, run.plan.id, False, run.instance.metadata
             )
+            began_at = utcnow()
+            if attempt == first:
+                run.step_started = began_at
             self._emit(
                 run,
                 EventType.SAGA_STEP_STARTED,
                 step_id=ps.id,
                 attempt=attempt,
                 max_attempts=policy.max_attempts,
+                timestamp=began_at,
             )
             await self._flush(run)
             began = time.perf_counter()
@@ -760,9 +763,11 @@ class SagaCoordinator:
                 raise
             workers.release()
             self._c.steps += 1
+            run.now = utcnow()
             self._emit(
                 run,
                 EventType.SAGA_STEP_COMPLETED,
+                timestamp=run.now,
                 step_id=ps.id,
                 attempt=attempt,
                 max_attempts=policy.max_attempts,
@@ -1049,14 +1054,17 @@ class SagaCoordinator:
 
     # -- persistence and leases -----------------------------------------------------------------
 
-    async def _persist(self, run: Run, *, release: bool = False) -> None:
+    async def _persist(
+        self, run: Run, *, release: bool = False, now: datetime | None = None
+    ) -> None:
         """Write the saga (version-fenced), extending or releasing this coordinator's lease."""
         if run.renewing is not None:
             await run.renewing
         if run.lost:
             raise asyncio.CancelledError
         instance = run.instance
-        now = utcnow()
+        if now is None:
+            now = utcnow()
         instance.updated_at = now
         if release:
             instance.lease_owner = None
@@ -1148,12 +1156,14 @@ class SagaCoordinator:
         new_state: Any = None,
         data: Any = None,
         metadata: dict[str, Any] | None = None,
+        timestamp: datetime | None = None,
     ) -> None:
         run.pending.append(
             SagaEvent(
                 saga_id=run.id,
                 type=type,
                 id=self._new_id(),
+                timestamp=utcnow() if timestamp is None else timestamp,
                 step_id=step_id,
                 correlation_id=run.id,
                 data=data,

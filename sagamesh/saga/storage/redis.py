@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import ConcurrencyConflictError, ConfigError, SagaNotFoundError
 from ...events import SagaError
@@ -67,6 +67,23 @@ return 1
 """
 
 _LEASE_RETRIES = 8
+
+T = TypeVar("T")
+
+
+async def honour_cancel(call: Awaitable[T]) -> T:
+    """Await a redis-py call without losing a cancellation that arrives meanwhile.
+
+    redis-py sends with ``asyncio.wait_for``, which on Python 3.11 returns the result and drops
+    the caller's cancellation when both happen in the same loop turn; a cancelled loop that
+    talks to Redis would then never stop. A cancel request counted during the call is re-raised.
+    """
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    result = await call
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result
 
 
 class RedisStateStorage:
@@ -133,7 +150,7 @@ class RedisStateStorage:
         keys = [
             self._saga_key(saga.id), self._active, self._timeouts, self._ended, self.outbox_stream
         ]
-        status, version = await self._cas(keys=keys, args=args)
+        status, version = await honour_cancel(self._cas(keys=keys, args=args))
         if status == 1:
             return int(version)
         if status == -1:
@@ -180,15 +197,19 @@ class RedisStateStorage:
             self._saga_key(saga_id), self._steps_key(saga_id), self._active, self._timeouts,
             self._ended,
         ]
-        await self._delete(keys=keys, args=[saga_id])
+        await honour_cancel(self._delete(keys=keys, args=[saga_id]))
 
     async def save_step_state(self, step: StepState) -> None:
-        await self._redis.hset(self._steps_key(step.saga_id), step.step_id, encode_step(step))
+        await honour_cancel(
+            self._redis.hset(self._steps_key(step.saga_id), step.step_id, encode_step(step))
+        )
 
     # -- reads ------------------------------------------------------------------------------
 
     async def get_saga(self, saga_id: str) -> SagaInstance | None:
-        version, body = await self._redis.hmget(self._saga_key(saga_id), ["v", "body"])
+        version, body = await honour_cancel(
+            self._redis.hmget(self._saga_key(saga_id), ["v", "body"])
+        )
         if body is None:
             return None
         saga = decode_saga(body)
@@ -202,7 +223,7 @@ class RedisStateStorage:
             for raw in ids:
                 sid = raw.decode() if isinstance(raw, bytes) else raw
                 pipe.hmget(self._saga_key(sid), ["v", "body"])
-            rows = await pipe.execute()
+            rows = await honour_cancel(pipe.execute())
         out = []
         for version, body in rows:
             if body is None:  # deleted between the index read and this one
@@ -223,7 +244,9 @@ class RedisStateStorage:
         page = 500
         start = 0
         while True:  # page through the index so a huge backlog never loads at once
-            ids = await self._redis.zrangebyscore(self._active, lo, hi, start=start, num=page)
+            ids = await honour_cancel(
+                self._redis.zrangebyscore(self._active, lo, hi, start=start, num=page)
+            )
             for saga in await self._get_many(ids):
                 if saga.is_terminal or (filter is not None and not filter.matches(saga)):
                     continue
@@ -236,7 +259,7 @@ class RedisStateStorage:
 
     async def get_timeout_sagas(self, before: datetime) -> list[SagaInstance]:
         limit = epoch(before)
-        ids = await self._redis.zrangebyscore(self._timeouts, "-inf", limit)
+        ids = await honour_cancel(self._redis.zrangebyscore(self._timeouts, "-inf", limit))
         return [
             s
             for s in await self._get_many(ids)
@@ -244,11 +267,13 @@ class RedisStateStorage:
         ]
 
     async def get_step_states(self, saga_id: str) -> list[StepState]:
-        raw = await self._redis.hvals(self._steps_key(saga_id))
+        raw = await honour_cancel(self._redis.hvals(self._steps_key(saga_id)))
         return sorted((decode_step(r) for r in raw), key=lambda s: s.step_index)
 
     async def cleanup_expired_sagas(self, older_than: datetime) -> int:
-        ids = await self._redis.zrangebyscore(self._ended, "-inf", epoch(older_than))
+        ids = await honour_cancel(
+            self._redis.zrangebyscore(self._ended, "-inf", epoch(older_than))
+        )
         removed = 0
         for saga in await self._get_many(ids):
             if saga.is_terminal:
