@@ -135,6 +135,8 @@ class Worker:
         try:
             broker = factories.create_broker(settings)
             self.broker = await factories.connect_broker(broker, settings, source=self.source)
+            if settings.broker.type == "rabbitmq":
+                await ensure_dlq_queue(broker, settings)
             self.publisher = factories.create_publisher(broker, settings, tracing=self.tracing,
                                                         metrics=self.metrics)
             self.storage = factories.create_storage(settings)
@@ -189,6 +191,28 @@ class Worker:
         """Start, wait for ``stop`` (set it from a SIGTERM handler), then stop gracefully."""
         async with self:
             await stop.wait()
+
+
+async def ensure_dlq_queue(broker: Broker, settings: Settings) -> None:
+    """Make the DLQ group's queue exist before anything is dead-lettered.
+
+    RabbitMQ drops a message that no queue is bound for, so the queue of ``dlq.group`` on
+    ``dlq.topic`` is declared (by subscribing once) before the consumer or publisher can write
+    a dead letter. Whatever the short subscription receives is handed back unsettled.
+    """
+    release = asyncio.Event()
+
+    async def hold(delivery: Any) -> None:
+        await release.wait()
+        if not delivery.settled:
+            await delivery.nack()
+
+    subscription = await broker.subscribe(settings.dlq.topic, hold, group=settings.dlq.group,
+                                          max_in_flight=1)
+    closing = asyncio.ensure_future(subscription.close())
+    await asyncio.wait({closing}, timeout=0.2)  # stop receiving first, then hand back
+    release.set()
+    await closing
 
 
 def describe(worker: Worker) -> Iterable[tuple[str, str]]:
