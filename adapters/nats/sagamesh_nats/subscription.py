@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from sagamesh.brokers.base import MessageHandler
@@ -78,9 +79,49 @@ class NatsDelivery:
         self._settled = True
         # Local state first: a nacked message may come back before the send returns.
         self._sub._on_settled(self, redelivery_in)
-        # Shielded: a handler cancelled mid-ack must not leave the message settled here
-        # but unacknowledged at the server (it would wait out the whole ack wait).
-        await asyncio.shield(self._sub._send(self._reply, payload))
+        # Stepped eagerly: nats-py's publish normally only buffers, so the settle completes in
+        # this event-loop turn (a task per settle cost an extra turn per message, and with
+        # per-key ordering those turns add up serially). If it has to wait, the rest runs
+        # shielded: a handler cancelled mid-ack must not leave the message settled here but
+        # unacknowledged at the server (it would wait out the whole ack wait).
+        send = self._sub._send(self._reply, payload)
+        try:
+            waiting = send.send(None)
+        except StopIteration:
+            return
+        await asyncio.shield(_finish(send, waiting))
+
+
+async def _finish(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Await the rest of ``coro``, which already yielded ``waiting`` when it was stepped."""
+    await _Rest(coro, waiting)
+
+
+class _Rest:
+    __slots__ = ("coro", "waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self.coro = coro
+        self.waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, pending = self.coro, self.waiting
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                pending = coro.send(sent)
+            except StopIteration:
+                return
 
 
 class NatsSubscription:
