@@ -691,7 +691,8 @@ class SagaCoordinator:
                 max_attempts=policy.max_attempts,
                 timestamp=began_at,
             )
-            await self._flush(run)
+            if run.pending and self._outbox is None:  # skip the coroutine when idle
+                await self._flush(run)
             began = time.perf_counter()
             workers = self._workers
             if not workers.try_acquire():
@@ -1081,7 +1082,8 @@ class SagaCoordinator:
         finally:
             run.writing = False
         run.lease_deadline = asyncio.get_running_loop().time() + self.lease_ttl
-        await self._flush(run)
+        if run.pending and self._outbox is None:  # skip the coroutine when idle
+            await self._flush(run)
 
     async def _save_with_outbox(self, run: Run) -> None:
         assert self._outbox is not None
