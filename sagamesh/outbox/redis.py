@@ -19,6 +19,7 @@ import msgspec
 from ..errors import ConfigError, TransactionError
 from ..message import Message
 from ..saga.storage.records import encode
+from ..saga.storage.redis import honour_cancel
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -92,20 +93,22 @@ class RedisOutbox:
             async with self._redis.pipeline(transaction=True) as pipe:
                 for m in messages:
                     pipe.xadd(self.stream, {"m": encode(m), "tx": tx_id})
-                await pipe.execute()
+                await honour_cancel(pipe.execute())
         except Exception as exc:
             raise TransactionError(f"outbox write of {tx_id} failed: {exc}") from exc
         self.added += len(messages)
 
     async def is_leader(self) -> bool:
-        return bool(await self._renew(keys=[self._leader_key], args=[self._token, self._ttl_ms]))
+        return bool(await honour_cancel(
+            self._renew(keys=[self._leader_key], args=[self._token, self._ttl_ms])
+        ))
 
     async def pending(self, limit: int) -> Sequence[OutboxRecord]:
         from ..publishing.outbox import OutboxRecord
 
         if not await self.is_leader():
             return []
-        entries: Any = await self._redis.xrange(self.stream, count=limit)
+        entries: Any = await honour_cancel(self._redis.xrange(self.stream, count=limit))
         out = []
         for entry_id, fields in entries:
             tx = fields.get(b"tx", b"")
@@ -120,10 +123,12 @@ class RedisOutbox:
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         if ids:
-            self.sent += int(await self._redis.xdel(self.stream, *(_to_entry(i) for i in ids)))
+            entries = [_to_entry(i) for i in ids]
+            deleted = await honour_cancel(self._redis.xdel(self.stream, *entries))
+            self.sent += int(deleted)
 
     async def unsent_count(self) -> int:
-        return int(await self._redis.xlen(self.stream))
+        return int(await honour_cancel(self._redis.xlen(self.stream)))
 
     async def close(self) -> None:
         await self._release(keys=[self._leader_key], args=[self._token])

@@ -353,3 +353,23 @@ def test_bad_configuration_is_a_config_error() -> None:
         RedisStateStorage()
     with pytest.raises(ConfigError):
         RedisStateStorage("redis://x", prefix="has space")
+
+
+async def test_a_task_looping_over_the_storage_stops_when_cancelled(
+    durable_storage: Storage,
+) -> None:
+    """redis-py's send path uses asyncio.wait_for, which on Python 3.11 can drop a cancel that
+    lands as a reply arrives; the storage re-raises it so owned loops (keepers, relays) stop."""
+    await durable_storage.save_saga(_saga("cancel-1"))
+
+    async def poll() -> None:
+        while True:
+            await durable_storage.get_saga("cancel-1")
+
+    for i in range(30):
+        task = asyncio.create_task(poll())
+        await asyncio.sleep(0.002 * (i % 5 + 1))
+        task.cancel()
+        async with asyncio.timeout(5):
+            with pytest.raises(asyncio.CancelledError):
+                await task

@@ -81,6 +81,8 @@ async def honour_cancel(call: Awaitable[T]) -> T:
     task = asyncio.current_task()
     before = task.cancelling() if task is not None else 0
     result = await call
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
     return result
 
 
