@@ -46,9 +46,9 @@ async def test_success_sequence_and_fields() -> None:
     timestamps = [e.timestamp for e in events]
     assert timestamps == sorted(timestamps) and timestamps[0].tzinfo is not None
     records = await coordinator.get_step_states(instance.id)
-    started = {e.step_id: e.timestamp for e in events if e.type is EventType.SAGA_STEP_STARTED}
+    began = {e.step_id: e.timestamp for e in events if e.type is EventType.SAGA_STEP_STARTED}
     finished = {e.step_id: e.timestamp for e in events if e.type is EventType.SAGA_STEP_COMPLETED}
-    assert {r.step_id: r.started_at for r in records} == started  # one clock for both
+    assert {r.step_id: r.started_at for r in records} == began  # one clock for both
     assert {r.step_id: r.completed_at for r in records} == finished
     await coordinator.close()
 
