@@ -1,0 +1,96 @@
+"""The throughput harness and the memory-peak script run end to end with tiny counts and write
+results of the documented shape. Speed is never asserted here (that is benchmarks/' job)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+# benchmarks/ is not installed: import it from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks import memory_peak
+from benchmarks.throughput.__main__ import main, table
+from benchmarks.throughput.core import RATIOS, Summary, ratios
+
+PUBLISH = {"publish.raw.single", "publish.raw.pipelined", "publish.sagamesh.single",
+           "publish.sagamesh.batch"}
+CONSUME = {"consume.raw.ack", "consume.sagamesh.consumer"}
+FASTSTREAM = {"publish.faststream.single", "consume.faststream.ack"}
+SUMMARY_KEYS = {"median", "min", "max", "q1", "q3", "rounds"}
+
+
+def _check_broker(result: dict[str, object], expected: set[str], rounds: int) -> None:
+    assert result["errors"] == {}
+    cases = result["cases"]
+    assert isinstance(cases, dict)
+    assert set(cases) == expected
+    for name, summary in cases.items():
+        assert set(summary) == SUMMARY_KEYS, name
+        assert len(summary["rounds"]) == rounds, name
+        assert 0 < summary["min"] <= summary["q1"] <= summary["median"], name
+        assert summary["median"] <= summary["q3"] <= summary["max"], name
+    ratio_values = result["ratios"]
+    assert isinstance(ratio_values, dict)
+    for name, num, den, _ in RATIOS:
+        if num in cases and den in cases:
+            assert ratio_values[name] == pytest.approx(
+                cases[num]["median"] / cases[den]["median"], rel=1e-2)
+        else:
+            assert name not in ratio_values
+
+
+def test_harness_on_memory_and_nats_writes_the_documented_json(
+        nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "result.json"
+    code = main(["--brokers", "memory,nats", "--count", "40", "--rounds", "2", "--warmup", "10",
+                 "--timeout", "60", "--out", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["count"] == 40
+    assert report["settings"]["rounds"] == 2
+    assert report["settings"]["payload_bytes"] > 400  # the typical event (~550 bytes)
+    machine = report["machine"]
+    assert machine["nproc"] >= 1 and machine["cpu_model"] and machine["python"].startswith("3.")
+    assert machine["libraries"]["faststream"] and machine["libraries"]["nats-py"]
+    assert list(report["brokers"]) == ["memory", "nats"]
+    _check_broker(report["brokers"]["memory"], PUBLISH | CONSUME, rounds=2)
+    _check_broker(report["brokers"]["nats"], PUBLISH | CONSUME | FASTSTREAM, rounds=2)
+    printed = capsys.readouterr().out
+    assert "| publish.sagamesh.batch |" in printed and "batch_vs_raw_pipelined" in printed
+
+
+def test_summary_and_ratios_use_medians() -> None:
+    summary = Summary.of([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (summary.median, summary.minimum, summary.maximum) == (3.0, 1.0, 5.0)
+    assert (summary.q1, summary.q3) == (2.0, 4.0)
+    assert summary.rounds == [5.0, 1.0, 4.0, 2.0, 3.0]  # in the order measured
+    cases = {"publish.sagamesh.batch": Summary.of([90.0]),
+             "publish.raw.pipelined": Summary.of([100.0]),
+             "publish.faststream.single": Summary.of([30.0])}
+    assert ratios(cases) == {"batch_vs_raw_pipelined": 0.9, "batch_vs_faststream": 3.0}
+
+
+def test_table_marks_a_failed_case_with_its_error() -> None:
+    report = {
+        "targets": {name: {"numerator": n, "denominator": d, "target": t}
+                    for name, n, d, t in RATIOS},
+        "brokers": {"memory": {"cases": {"publish.raw.single": Summary.of([10.0]).as_dict()},
+                               "errors": {"publish.sagamesh.single": "TimeoutError: x"},
+                               "ratios": {}}},
+    }
+    text = table(report)
+    assert "| publish.raw.single | 10 (10-10) |" in text
+
+
+def test_memory_peak_reports_checkpoints(tmp_path: Path) -> None:
+    report = memory_peak.main(["--events", "3000", "--batch", "500",
+                               "--out", str(tmp_path / "m.json")])
+    assert report == 0
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["published_count"] == 3000
+    assert [row["events"] for row in data["checkpoints"]] == [3000]
+    assert data["checkpoints"][0]["peak_rss_mib"] >= data["baseline"]["peak_rss_mib"] > 0
