@@ -224,6 +224,36 @@ class BrokerConformance:
                 f"{topic} received messages of another topic"
             assert all(r.message.topic == topic for r in collector.received)
 
+    async def test_max_in_flight_bounds_running_handlers(
+        self, brokers: BrokerPool, names: Names
+    ) -> None:
+        broker = await brokers.connect()
+        topic = names.topic("inflight")
+        running = peak = 0
+        release = asyncio.Event()
+
+        async def hold(delivery: Delivery) -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            try:
+                await release.wait()
+            finally:
+                running -= 1
+
+        collector = Collector()
+        await broker.subscribe(topic, collector.handler(on_message=hold), group=names.group(),
+                               max_in_flight=4)
+        batch = messages(topic, 40, keys=40)
+        await publish_all(broker, batch)
+        await collector.wait_until(lambda: len(collector.received) >= 4, "4 handlers",
+                                   self.timeout)
+        more = await collector.observe(lambda: len(collector.received) > 4, self.hold_window)
+        assert not more and peak == 4, f"{peak} handlers ran at once with max_in_flight=4"
+        release.set()
+        await collector.wait_acked(ids(batch), self.timeout)
+        assert peak == 4
+
     # -- settlement --------------------------------------------------------------------------------
 
     async def test_nack_redelivers_with_increasing_attempt(
@@ -367,15 +397,26 @@ class BrokerConformance:
         self._assert_key_order(batch, collector)
 
     async def test_per_key_order_survives_nack(self, brokers: BrokerPool, names: Names) -> None:
+        await self._order_after_nack(brokers, names, delay=None)
+
+    async def test_per_key_order_survives_delayed_nack(
+        self, brokers: BrokerPool, names: Names
+    ) -> None:
+        await self._order_after_nack(brokers, names, delay=self.nack_delay / 2)
+
+    async def _order_after_nack(self, brokers: BrokerPool, names: Names,
+                                delay: float | None) -> None:
         broker = await brokers.connect()
         require(broker.capabilities, "ordered_by_key", broker)
+        if delay is not None:
+            require(broker.capabilities, "delayed_redelivery", broker)
         topic = names.topic("order-nack")
         batch = messages(topic, 60, keys=2)
         nack_ids = {batch[10].id, batch[11].id, batch[31].id}
 
         async def nack_some(delivery: Delivery) -> None:
             if delivery.message.id in nack_ids and delivery.attempt == 1:
-                await delivery.nack()
+                await delivery.nack(delay=delay)
 
         collector = Collector()
         await broker.subscribe(topic, collector.handler(on_message=nack_some),
