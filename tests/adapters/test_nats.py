@@ -265,3 +265,24 @@ async def test_ordered_group_has_one_active_member_and_fails_over_in_order(
     finally:
         await second.close()
         await first.close()
+
+
+async def test_oversize_message_is_a_typed_error_and_the_rest_of_a_batch_goes_through(
+    broker: NatsBroker, unique: str
+) -> None:
+    from sagamesh.errors import SerializationError
+
+    topic = f"big.{unique}"
+    huge = Message(id="huge", topic=topic, body=bytes(2 * 1024 * 1024))
+    with pytest.raises(SerializationError, match="max_payload"):
+        await broker.publish(huge)
+    ok = Message(id="ok", topic=topic, body=b"fine")
+    results = await broker.publish_many([ok, huge, Message(id="bad", topic=topic,
+                                                           headers={"a b": "v"})])
+    assert results[0] is None
+    assert isinstance(results[1], SerializationError)
+    assert isinstance(results[2], SerializationError)
+    collector = Collector()
+    await broker.subscribe(topic, collector.handler(), group="g")
+    await collector.wait_acked({"ok"}, 30)
+    assert collector.received_ids() == {"ok"}

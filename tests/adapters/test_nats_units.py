@@ -12,7 +12,7 @@ from sagamesh_nats.codec import KEY, MSG_ID, decode, encode_headers
 from sagamesh_nats.naming import check_subject, consumer_name, safe_name, stream_name
 
 from sagamesh.brokers import create_broker
-from sagamesh.errors import ConfigError
+from sagamesh.errors import ConfigError, SerializationError
 from sagamesh.message import Headers, Message
 
 header_names = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=20)
@@ -86,3 +86,9 @@ def test_create_broker_finds_the_adapter_by_scheme() -> None:
     assert broker.options.ack_wait == 5.0
     assert broker.capabilities.ordered_by_key  # for ordered subscriptions (lease + key hold)
     assert broker.capabilities.delayed_redelivery and broker.capabilities.persistent
+
+
+@pytest.mark.parametrize("name", ["", "has space", "colon:name", "tab\tname", "ünicode"])
+def test_header_names_nats_cannot_carry_are_a_serialization_error(name: str) -> None:
+    with pytest.raises(SerializationError, match="header name"):
+        encode_headers(Message(id="m", topic="t", headers={name: "v"}))

@@ -15,6 +15,7 @@ from sagamesh.errors import (
     ConfigError,
     PublishTimeoutError,
     SagameshError,
+    SerializationError,
 )
 from sagamesh.message import Message
 
@@ -459,6 +460,9 @@ def _publish_error(exc: BaseException, message: Message) -> Exception:
 
     if isinstance(exc, SagameshError):
         return exc
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return SerializationError(f"message {message.id} ({len(message.body)} bytes) is larger "
+                                  "than the NATS server's max_payload")
     if isinstance(exc, TimeoutError | nats.errors.TimeoutError):
         return PublishTimeoutError(f"NATS: no PubAck for {message.id}")
     if isinstance(exc, NoStreamResponseError):

@@ -8,13 +8,16 @@ base64-encoded behind a marker so every value survives byte for byte.
 from __future__ import annotations
 
 import base64
+import re
 
+from sagamesh.errors import SerializationError
 from sagamesh.message import Headers, Message
 
 MSG_ID = "Nats-Msg-Id"
 KEY = "sagamesh-key"
 _ESCAPED = "sagamesh-b64:"
 _RESERVED = frozenset({MSG_ID, KEY})
+_VALID_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII except ':' (RFC 7230 field-name-ish)
 
 
 def _needs_escape(value: str) -> bool:
@@ -34,6 +37,9 @@ def encode_headers(message: Message) -> dict[str, str]:
     for name, value in message.headers.items():
         if name in _RESERVED:
             continue
+        if not name or not _VALID_NAME.fullmatch(name):
+            raise SerializationError(f"message {message.id}: header name {name!r} cannot "
+                                     "travel in NATS headers (printable ASCII, no ':' or spaces)")
         if _needs_escape(value):
             value = _ESCAPED + base64.b64encode(value.encode()).decode()
         headers[name] = value
