@@ -66,7 +66,8 @@ def _storage(kind: str) -> Any:
     ns = f"bench_{uuid.uuid4().hex[:8]}"
     if kind == "redis":
         return RedisStateStorage(_need("redis"), prefix=ns)
-    return PostgresStateStorage(_need("postgres"), schema=ns, max_pool_size=20)
+    return PostgresStateStorage(_need("postgres"), schema=ns, max_pool_size=20,
+                                synchronous_commit=kind != "postgres-async-commit")
 
 
 async def _drop(storage: Any) -> None:
@@ -92,7 +93,9 @@ async def _round(coordinator: SagaCoordinator, n: int) -> None:
         await coordinator.wait_for_completion(saga_id, timeout=120)
 
 
-@pytest.mark.parametrize("kind", ["redis", "postgres", "postgres+outbox"])
+@pytest.mark.parametrize(
+    "kind", ["redis", "postgres", "postgres+outbox", "postgres-async-commit"]
+)
 def test_four_step_sagas_per_second(
     benchmark: Any, loop: asyncio.AbstractEventLoop, kind: str
 ) -> None:

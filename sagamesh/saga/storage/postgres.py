@@ -143,7 +143,10 @@ class PostgresStateStorage:
     ``dsn`` or ``pool`` (an ``asyncpg.Pool``; a pool passed in is not closed by :meth:`close`).
     ``schema`` holds the ``sagas``, ``saga_steps`` and ``outbox`` tables; it is created and
     migrated by :meth:`migrate`, which also runs on first use (idempotent, serialized by an
-    advisory lock so many workers may start at once).
+    advisory lock so many workers may start at once). ``synchronous_commit=False`` stops
+    waiting for the WAL flush on each write: a *worker* crash still loses nothing, a crash of the
+    *database server* may lose the last fraction of a second of transitions (which recovery then
+    re-runs with the same idempotency keys).
     """
 
     supports_outbox = True
@@ -156,6 +159,7 @@ class PostgresStateStorage:
         schema: str = "sagamesh",
         min_pool_size: int = 1,
         max_pool_size: int = 10,
+        synchronous_commit: bool = True,
     ) -> None:
         from ...outbox.schema import quote_ident
 
@@ -167,6 +171,7 @@ class PostgresStateStorage:
         self._pool: asyncpg.Pool[Any] | None = pool
         self._owns_pool = pool is None
         self._pool_sizes = (min_pool_size, max_pool_size)
+        self._server_settings = {} if synchronous_commit else {"synchronous_commit": "off"}
         self._ready = False
         self._lock = asyncio.Lock()
 
@@ -181,7 +186,10 @@ class PostgresStateStorage:
                 import asyncpg
 
                 self._pool = await asyncpg.create_pool(
-                    self._dsn, min_size=self._pool_sizes[0], max_size=self._pool_sizes[1]
+                    self._dsn,
+                    min_size=self._pool_sizes[0],
+                    max_size=self._pool_sizes[1],
+                    server_settings=self._server_settings,
                 )
             if not self._ready:
                 await self._migrate(self._pool)
