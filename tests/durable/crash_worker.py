@@ -137,12 +137,12 @@ def definition(services: OrderServices) -> SagaDefinition:
 
 
 class RecordingBroker:
-    """The memory broker, with every publish first recorded durably (what reached the
-    broker, duplicates included), so the test can check that no event is missing."""
+    """A broker (NATS JetStream, or the memory broker) with every publish also recorded
+    durably (duplicates included): what the relay handed over, next to what the broker kept."""
 
-    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
-        self.inner = MemoryBroker()
-        self.name = "memory"
+    def __init__(self, inner: Any, pool: asyncpg.Pool, schema: str) -> None:
+        self.inner = inner
+        self.name = inner.name
         self.capabilities = self.inner.capabilities
         self.pool = pool
         self.s = schema
@@ -187,6 +187,8 @@ async def main(argv: Sequence[str]) -> int:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--instance", default=f"worker-{os.getpid()}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nats-url", default="", help="relay to NATS (else: memory broker)")
+    parser.add_argument("--topic", default="saga.events")
     args = parser.parse_args(argv)
 
     ns = args.ns
@@ -203,7 +205,12 @@ async def main(argv: Sequence[str]) -> int:
     else:
         storage = RedisStateStorage(args.redis_url, prefix=ns)
         outbox = RedisOutbox(args.redis_url, prefix=ns, leader_ttl=LEASE_TTL)
-    broker = RecordingBroker(pool, ns)
+    inner: Any = MemoryBroker()
+    if args.nats_url:
+        from sagamesh_nats import NatsBroker
+
+        inner = NatsBroker(args.nats_url)
+    broker = RecordingBroker(inner, pool, ns)
     await broker.connect()
     relay = outbox_relay(outbox, broker, poll_interval=0.2)
     services = OrderServices(pool, ns, args.seed)
@@ -214,7 +221,7 @@ async def main(argv: Sequence[str]) -> int:
         instance_id=args.instance,
         lease_ttl=LEASE_TTL,
         recovery_interval=0.3,
-        outbox=saga_event_encoder("saga.events"),
+        outbox=saga_event_encoder(args.topic),
     )
     coordinator.register(definition(services))
     await coordinator.start()  # recovers what earlier (killed) runs left

@@ -1,15 +1,17 @@
 """The crash test: a worker process running 200 order sagas is SIGKILLed at random points several
 times; restarted workers (finally two at once) must finish every saga correctly.
 
-Broker: each worker relays events from the outbox to the in-process memory broker through a
-wrapper that first records every publish in PostgreSQL (``published``), so "no event is missing"
-is checked against what actually reached the broker. Effects, compensations and every service
-call's time interval are recorded by the order services (see ``crash_worker.py``).
+Broker: each worker relays events from the outbox to NATS JetStream (``sagamesh_nats``; a stream
+per run); the test reads the stream back afterwards, so "no event is missing" is checked against
+what the broker holds. The relay also records every hand-over in PostgreSQL (``published``,
+duplicates included). Effects, compensations and every service call's time interval are
+recorded by the order services (see ``crash_worker.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -28,7 +30,10 @@ from sagamesh.saga.state import SagaState
 from sagamesh.saga.storage.postgres import PostgresStateStorage
 from sagamesh.saga.storage.redis import RedisStateStorage
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.nats,
+    pytest.mark.timeout(180),
+]
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,8 +47,10 @@ def _declined(saga_id: str) -> bool:
 
 
 class Workers:
-    def __init__(self, kind: str, ns: str, dsn: str, redis_url: str) -> None:
+    def __init__(self, kind: str, ns: str, dsn: str, redis_url: str, nats_url: str) -> None:
         self.kind, self.ns, self.dsn, self.redis_url = kind, ns, dsn, redis_url
+        self.nats_url = nats_url
+        self.topic = f"crash.{ns}"
         self.killed: dict[int, datetime] = {}  # pid -> a time at which it was certainly dead
 
     async def spawn(self, instance: str, seed: int) -> asyncio.subprocess.Process:
@@ -51,7 +58,8 @@ class Workers:
         return await asyncio.create_subprocess_exec(
             sys.executable, str(WORKER), "--storage", self.kind, "--ns", self.ns,
             "--dsn", self.dsn, "--redis-url", self.redis_url, "--count", str(COUNT),
-            "--instance", instance, "--seed", str(seed),
+            "--instance", instance, "--seed", str(seed), "--nats-url", self.nats_url,
+            "--topic", self.topic,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
         )
 
@@ -86,6 +94,31 @@ async def _run_with_kills(workers: Workers, rng: random.Random) -> int:
     return kills
 
 
+async def _read_stream(
+    nats_url: str, subject: str, *, delete: bool = False
+) -> list[dict[str, Any]]:
+    """Every event the NATS stream of ``subject`` holds (bodies decoded); ``delete`` drops it."""
+    import msgspec
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        jsm = nc.jsm()
+        name = await jsm.find_stream_name_by_subject(subject)
+        info = await jsm.stream_info(name)
+        events = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            if delete:
+                break
+            msg = await jsm.get_msg(name, seq)
+            events.append(msgspec.json.decode(msg.data or b"{}"))
+        if delete:
+            await jsm.delete_stream(name)
+        return events
+    finally:
+        await nc.close()
+
+
 async def _check(workers: Workers, storage: Any, kills: int) -> dict[str, int]:
     conn = await asyncpg.connect(workers.dsn)
     s = workers.ns
@@ -95,9 +128,10 @@ async def _check(workers: Workers, storage: Any, kills: int) -> dict[str, int]:
         calls = await conn.fetch(
             f"SELECT key, phase, pid, started_at, ended_at FROM {s}.calls ORDER BY started_at"
         )
-        published = await conn.fetch(f"SELECT event_id, saga_id, type, step_id FROM {s}.published")
+        handed = await conn.fetchval(f"SELECT count(*) FROM {s}.published")
     finally:
         await conn.close()
+    published = await _read_stream(workers.nats_url, workers.topic)
 
     # every completed step's effect exactly once per idempotency key; same for compensations
     for rows in (effects, undos):
@@ -111,8 +145,8 @@ async def _check(workers: Workers, storage: Any, kills: int) -> dict[str, int]:
         undone[r["saga_id"]].add(r["step"])
 
     events: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for r in published:
-        events[r["saga_id"]][r["type"]].add(r["step_id"])
+    for e in published:
+        events[e["saga_id"]][e["type"]].add(e.get("step_id", ""))
 
     for i in range(COUNT):
         saga_id = f"order-{i:04d}"
@@ -151,17 +185,18 @@ async def _check(workers: Workers, storage: Any, kills: int) -> dict[str, int]:
         "undos": len(undos),
         "calls": len(calls),
         "re-executions": reruns,
-        "published": len(published),
-        "unique_events": len({r["event_id"] for r in published}),
+        "handed_to_broker": handed,
+        "in_nats_stream": len(published),
+        "unique_events": len({e["id"] for e in published}),
     }
 
 
 @pytest.mark.parametrize("kind", ["postgres", "redis"])
 async def test_sagas_survive_repeated_sigkill(
-    kind: str, postgres_dsn: str, redis_url: str, unique: str
+    kind: str, postgres_dsn: str, redis_url: str, nats_url: str, unique: str
 ) -> None:
     ns = f"crash_{kind}_{unique}"
-    workers = Workers(kind, ns, postgres_dsn, redis_url)
+    workers = Workers(kind, ns, postgres_dsn, redis_url, nats_url)
     storage: Any = (
         PostgresStateStorage(postgres_dsn, schema=ns)
         if kind == "postgres"
@@ -175,6 +210,8 @@ async def test_sagas_survive_repeated_sigkill(
         assert kills >= 3, "the worker finished before it could be killed: make it slower"
         assert stats["re-executions"] > 0
     finally:
+        with contextlib.suppress(Exception):  # the run's NATS stream
+            await _read_stream(nats_url, workers.topic, delete=True)
         if isinstance(storage, RedisStateStorage):
             await storage.drop_prefix()
         conn = await asyncpg.connect(postgres_dsn)
