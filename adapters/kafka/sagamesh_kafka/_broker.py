@@ -99,7 +99,8 @@ class KafkaBroker:
         self._producer, self._admin = producer, admin
         if o.transactions != "off":
             tx_id = o.transactional_id or f"{o.client_id}-{uuid.uuid4().hex}"
-            self._tx_producer = await open_transactional_producer(self.bootstrap, o, tx_id)
+            self._tx_producer = await open_transactional_producer(
+                producer.client, self.bootstrap, o, tx_id)
             if self._tx_producer is None and o.transactions == "on":
                 await self._shutdown()
                 raise ConfigError("transactions='on' but the Kafka broker refused a "

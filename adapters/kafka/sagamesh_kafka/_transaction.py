@@ -19,14 +19,37 @@ from ._options import KafkaOptions, check_topic
 log = logging.getLogger(__name__)
 
 
-async def open_transactional_producer(
-    bootstrap: list[str], options: KafkaOptions, transactional_id: str
-) -> AIOKafkaProducer | None:
-    """A started transactional producer, or None when the broker cannot do transactions.
+async def broker_has_transactions(client: Any, transactional_id: str, within: float) -> bool:
+    """Ask the broker for a transactional producer id, as a transactional producer would.
 
-    Starting one runs FindCoordinator(transaction) and InitProducerId on the broker: exactly
-    what a broker without transactions (tansu, old Kafka) refuses.
+    Done with raw requests on an existing connection: a broker without transactions (tansu,
+    old Kafka) refuses FindCoordinator(transaction) or InitProducerId, and this costs a round
+    trip or two instead of an aiokafka producer that logs an error while it fails.
     """
+    from aiokafka.client import CoordinationType
+    from aiokafka.protocol.transaction import InitProducerIdRequest
+
+    try:
+        async with asyncio.timeout(within):
+            node = await client.coordinator_lookup(CoordinationType.TRANSACTION,
+                                                   transactional_id)
+            response = await client.send(node, InitProducerIdRequest(transactional_id, 60_000))
+    except Exception as exc:
+        log.info("Kafka broker has no transactions (%r)", exc)
+        return False
+    if response.error_code:
+        log.info("Kafka broker has no transactions (InitProducerId error %s)",
+                 response.error_code)
+    return bool(response.error_code == 0)
+
+
+async def open_transactional_producer(
+    client: Any, bootstrap: list[str], options: KafkaOptions, transactional_id: str
+) -> AIOKafkaProducer | None:
+    """A started transactional producer, or None when the broker cannot do transactions."""
+    timeout = options.transaction_probe_timeout
+    if not await broker_has_transactions(client, transactional_id, timeout):
+        return None
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id=f"{options.client_id}-tx",
@@ -39,11 +62,11 @@ async def open_transactional_producer(
         **options.security(),
     )
     try:
-        await asyncio.wait_for(producer.start(), options.transaction_probe_timeout)
+        await asyncio.wait_for(producer.start(), timeout)
     except Exception as exc:
-        log.info("Kafka broker at %s has no transactions (%r); using none", bootstrap, exc)
+        log.warning("Kafka transactional producer did not start (%r); using none", exc)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), options.transaction_probe_timeout)
+            await asyncio.wait_for(producer.stop(), timeout)
         return None
     return producer
 
