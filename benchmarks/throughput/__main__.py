@@ -1,7 +1,7 @@
 """``python -m benchmarks.throughput``: sagamesh against the raw clients and FastStream.
 
     .venv/bin/python -m benchmarks.throughput --brokers nats,rabbitmq,kafka,memory \
-        --count 3000 --rounds 5 --out benchmarks/results/$(date -u +%F).json
+        --count 2000 --rounds 5 --out benchmarks/results/$(date -u +%F).json
 
 Kafka runs on a private tansu broker started for the run (``sagamesh.testing.services``).
 Not part of the test suite; see benchmarks/README.md.
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import signal
 import sys
 import time
 import uuid
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--brokers", default="nats,rabbitmq,kafka,memory",
                         help="comma-separated: " + ",".join(BROKERS))
-    parser.add_argument("--count", type=int, default=3000, help="events per case and round")
+    parser.add_argument("--count", type=int, default=2000, help="events per case and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=500, help="events per case in warm-up")
     parser.add_argument("--timeout", type=float, default=120.0,
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                      else "--count must be >= 2 and --rounds >= 1")
     out = args.out or Path("benchmarks/results") / f"{datetime.date.today().isoformat()}.json"
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    # SIGTERM unwinds like Ctrl-C, so the private tansu is stopped and names are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = asyncio.run(run(brokers, count=args.count, rounds=args.rounds,
                              warmup=min(args.warmup, args.count), consume_timeout=args.timeout,
                              log=log))

@@ -133,6 +133,8 @@ class SuiteResult:
 RATIOS: list[tuple[str, str, str, float | None]] = [
     ("single_vs_raw", "publish.sagamesh.single", "publish.raw.single", 0.9),
     ("batch_vs_raw_pipelined", "publish.sagamesh.batch", "publish.raw.pipelined", 0.9),
+    ("batch_vs_raw_pipelined_same_headers", "publish.sagamesh.batch",
+     "publish.raw.pipelined_headers", None),
     ("consume_vs_raw", "consume.sagamesh.consumer", "consume.raw.ack", 0.85),
     ("batch_vs_faststream", "publish.sagamesh.batch", "publish.faststream.single", 3.0),
     ("single_vs_faststream", "publish.sagamesh.single", "publish.faststream.single", None),

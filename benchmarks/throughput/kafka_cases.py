@@ -11,7 +11,7 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .core import Case, ConsumeClock, Payload, timed
+from .core import Case, ConsumeClock, Payload, fresh_messages, timed
 from .sagamesh_cases import consume_case, publish_cases
 
 PIPELINE_WINDOW = 2048  # unconfirmed sends in flight, as sagamesh_kafka's publish_window
@@ -25,6 +25,7 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from faststream.kafka import KafkaBroker as FsKafkaBroker
     from sagamesh_kafka import KafkaBroker
+    from sagamesh_kafka._codec import record_headers, record_key
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -62,6 +63,20 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
 
     async def raw_pipelined(count: int) -> float:
         return await timed(count, lambda: pipelined(raw_topic, count))
+
+    async def raw_pipelined_headers(count: int) -> float:
+        wire = [(m.body, record_key(m), record_headers(m))
+                for m in fresh_messages(count, raw_topic)]
+
+        async def go() -> None:
+            inflight: list[asyncio.Future[Any]] = []
+            for b, k, h in wire:
+                if len(inflight) >= PIPELINE_WINDOW:
+                    await inflight.pop(0)
+                inflight.append(await producer.send(raw_topic, b, key=k, headers=h))
+            await asyncio.gather(*inflight)
+
+        return await timed(count, go)
 
     async def fs_single(count: int) -> float:
         async def go() -> None:
@@ -114,6 +129,7 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
     cases = [
         Case("publish.raw.single", raw_single),
         Case("publish.raw.pipelined", raw_pipelined),
+        Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("publish.faststream.single", fs_single),
         *publish_cases(broker, f"{base}-sm"),
         Case("consume.raw.ack", raw_consume),

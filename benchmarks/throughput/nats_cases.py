@@ -8,7 +8,7 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .core import Case, ConsumeClock, Payload, timed
+from .core import Case, ConsumeClock, Payload, fresh_messages, timed
 from .sagamesh_cases import consume_case, publish_cases
 
 PIPELINE_WINDOW = 2048  # PubAcks in flight, as sagamesh_nats' max_pending_publishes default
@@ -23,6 +23,7 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
     from faststream.nats import NatsBroker as FsNatsBroker
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
     from sagamesh_nats import NatsBroker
+    from sagamesh_nats.codec import encode_headers
 
     prefix = f"BENCH_{run_id}_"
     subject = f"bench.{run_id}"
@@ -54,6 +55,16 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
 
         async def go() -> None:
             futures = [await js.publish_async(topic, body) for _ in range(count)]
+            await asyncio.gather(*futures)
+
+        return await timed(count, go)
+
+    async def raw_pipelined_headers(count: int) -> float:
+        topic = f"{subject}.raw.pipeh"
+        wire = [(m.body, encode_headers(m)) for m in fresh_messages(count, topic)]
+
+        async def go() -> None:
+            futures = [await js.publish_async(topic, b, headers=h) for b, h in wire]
             await asyncio.gather(*futures)
 
         return await timed(count, go)
@@ -119,6 +130,7 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
     cases = [
         Case("publish.raw.single", raw_single),
         Case("publish.raw.pipelined", raw_pipelined),
+        Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("publish.faststream.single", fs_single),
         *publish_cases(broker, f"{subject}.sm.pub"),
         Case("consume.raw.ack", raw_consume),

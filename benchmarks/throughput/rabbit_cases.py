@@ -12,7 +12,7 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from .core import Case, ConsumeClock, Payload, Runner, timed
+from .core import Case, ConsumeClock, Payload, Runner, fresh_messages, timed
 from .sagamesh_cases import consume_case, publish_cases
 
 PIPELINE_WINDOW = 512  # unconfirmed publishes in flight, as sagamesh_rabbitmq's default
@@ -75,24 +75,34 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
 
         return await timed(count, go)
 
-    async def pipelined(routing_key: str, count: int) -> None:
+    async def pipelined(routing_key: str, count: int,
+                        wire: list[aio_pika.Message] | None = None) -> None:
         window = asyncio.Semaphore(PIPELINE_WINDOW)
 
-        async def one() -> None:
+        async def one(index: int) -> None:
             try:
-                await exchange.publish(message(), routing_key=routing_key)
+                await exchange.publish(wire[index] if wire else message(),
+                                       routing_key=routing_key)
             finally:
                 window.release()
 
         tasks = []
-        for _ in range(count):
+        for index in range(count):
             await window.acquire()
-            tasks.append(asyncio.create_task(one()))
+            tasks.append(asyncio.create_task(one(index)))
         await asyncio.gather(*tasks)
 
     async def raw_pipelined(count: int) -> float:
         await purge()
         return await timed(count, lambda: pipelined("bench.raw", count))
+
+    async def raw_pipelined_headers(count: int) -> float:
+        await purge()
+        wire = [aio_pika.Message(m.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                 content_type=m.headers.get("content-type"), message_id=m.id,
+                                 headers={**m.headers, "x-sagamesh-key": m.key})
+                for m in fresh_messages(count, "bench.raw")]
+        return await timed(count, lambda: pipelined("bench.raw", count, wire))
 
     async def fs_single(count: int) -> float:
         await purge()
@@ -150,6 +160,7 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
     cases = [
         Case("publish.raw.single", raw_single),
         Case("publish.raw.pipelined", raw_pipelined),
+        Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("publish.faststream.single", fs_single),
         *[Case(c.name, _after(purge, c.run)) for c in publish],
         Case("consume.raw.ack", raw_consume),
