@@ -286,3 +286,30 @@ async def test_oversize_message_is_a_typed_error_and_the_rest_of_a_batch_goes_th
     await broker.subscribe(topic, collector.handler(), group="g")
     await collector.wait_acked({"ok"}, 30)
     assert collector.received_ids() == {"ok"}
+
+
+async def test_lease_refresh_follows_a_shorter_bucket_ttl(
+    nats_url: str, prefix: str, jsm: Any, unique: str
+) -> None:
+    """A lease bucket created with a short TTL keeps its TTL; later members refresh in time."""
+    import nats
+
+    options = {**FAST, "lease_ttl": 1.0}
+    async with NatsBroker(nats_url, stream_prefix=prefix, **options) as first:
+        await first.subscribe(f"ttl.a.{unique}", Collector().handler(), group="g", ordered=True)
+    options["lease_ttl"] = 9.0
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await nc.jetstream().key_value(f"{prefix}leases")
+        async with NatsBroker(nats_url, stream_prefix=prefix, **options) as holder:
+            held = await holder.subscribe(f"ttl.b.{unique}", Collector().handler(), group="g",
+                                          ordered=True)
+            assert held.active and held._lease is not None
+            revisions = []
+            for _ in range(15):  # 3 s: the 1 s bucket TTL passes three times
+                await asyncio.sleep(0.2)
+                revisions.append((await kv.get(held._lease.key)).revision)  # never expired
+            assert held.active
+            assert len(set(revisions)) >= 6, f"lease refreshed too rarely: {revisions}"
+    finally:
+        await nc.close()

@@ -65,6 +65,7 @@ class NatsBroker:
         self._subs: set[NatsSubscription] = set()
         self._awaiting_acks: set[asyncio.Future[Any]] = set()
         self._leases: KeyValue | None = None
+        self.lease_ttl = self.options.lease_ttl  # lowered to the lease bucket's TTL if shorter
         self._publishing = 0
         self._published_idle = asyncio.Event()
         self._published_idle.set()
@@ -249,6 +250,12 @@ class NatsBroker:
                 replicas=self.options.replicas))
         except APIError:  # exists with other settings: use it as it is
             kv = await js.key_value(bucket)
+            existing = (await kv.status()).ttl
+            if existing and existing < ttl:
+                log.warning("NATS: lease bucket %s expires leases after %.1fs, not lease_ttl "
+                            "%.1fs; leases are refreshed for the shorter one", bucket,
+                            existing, ttl)
+                self.lease_ttl = existing
         self._leases = kv
         return kv
 

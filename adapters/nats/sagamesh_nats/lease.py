@@ -73,6 +73,7 @@ class GroupLease:
         """Refresh while held, try to take it while not; never raises (owned task)."""
         loop = asyncio.get_running_loop()
         while True:
+            self.ttl = min(self.ttl, self._broker.lease_ttl)  # the bucket may expire sooner
             await asyncio.sleep(self.ttl / 3)
             try:
                 if self.held:
