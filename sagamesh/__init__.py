@@ -100,6 +100,8 @@ from .serialization import (
     serializer_for_content_type,
     to_message,
 )
+from .settings import Settings
+from .worker import Worker, WorkerApp
 
 __version__ = "0.1.0"
 
@@ -182,12 +184,15 @@ __all__ = [
     "SequentialCompensation",
     "SerializationError",
     "Serializer",
+    "Settings",
     "StateStorage",
     "StepContext",
     "StepState",
     "StepStatus",
     "Subscription",
     "TransactionError",
+    "Worker",
+    "WorkerApp",
     "create_broker",
     "from_message",
     "get_serializer",
