@@ -52,6 +52,7 @@ class Workers:
         self.nats_url = nats_url
         self.topic = f"crash.{ns}"
         self.killed: dict[int, datetime] = {}  # pid -> a time at which it was certainly dead
+        self.finals: list[int] = []
 
     async def spawn(self, instance: str, seed: int) -> asyncio.subprocess.Process:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -88,6 +89,7 @@ async def _run_with_kills(workers: Workers, rng: random.Random) -> int:
         kills += await workers.kill(proc)
     # Two workers recover at once and finish everything.
     finals = [await workers.spawn(f"final-{i}", rng.randrange(1 << 30)) for i in range(2)]
+    workers.finals = [p.pid for p in finals]
     async with asyncio.timeout(120):
         codes = await asyncio.gather(*(p.wait() for p in finals))
     assert codes == [0, 0]
@@ -119,7 +121,7 @@ async def _read_stream(
         await nc.close()
 
 
-async def _check(workers: Workers, storage: Any, kills: int) -> dict[str, int]:
+async def _check(workers: Workers, storage: Any, kills: int) -> dict[str, Any]:
     conn = await asyncpg.connect(workers.dsn)
     s = workers.ns
     try:
@@ -173,6 +175,7 @@ async def _check(workers: Workers, storage: Any, kills: int) -> dict[str, int]:
         end = r["ended_at"] or workers.killed.get(r["pid"])
         assert end is not None, f"open call of live process {r['pid']}: {dict(r)}"
         intervals[r["key"], r["phase"]].append((r["started_at"], end, r["pid"]))
+    final_calls = [sum(r["pid"] == pid for r in calls) for pid in workers.finals]
     reruns = 0
     for where, spans in intervals.items():
         spans.sort()
@@ -185,6 +188,7 @@ async def _check(workers: Workers, storage: Any, kills: int) -> dict[str, int]:
         "undos": len(undos),
         "calls": len(calls),
         "re-executions": reruns,
+        "calls_by_the_two_final_workers": final_calls,
         "handed_to_broker": handed,
         "in_nats_stream": len(published),
         "unique_events": len({e["id"] for e in published}),
