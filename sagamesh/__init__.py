@@ -1,5 +1,7 @@
 """sagamesh: saga orchestration and broker-agnostic messaging middleware for asyncio."""
 
+from typing import TYPE_CHECKING, Any
+
 from .brokers import (
     Broker,
     Capabilities,
@@ -46,6 +48,7 @@ from .errors import (
 )
 from .events import ErrorType, EventType, SagaError, SagaEvent
 from .message import Headers, Message
+from .outbox import PostgresOutbox, RedisOutbox, outbox_relay, saga_event_encoder
 from .publishing import (
     BatchPublishResult,
     DLQRetryPolicy,
@@ -103,7 +106,20 @@ from .serialization import (
 from .settings import Settings
 from .worker import Worker, WorkerApp
 
+if TYPE_CHECKING:
+    from .saga.storage.postgres import PostgresStateStorage
+    from .saga.storage.redis import RedisStateStorage
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The durable stores load on first use: importing sagamesh never needs redis or asyncpg.
+    if name in ("RedisStateStorage", "PostgresStateStorage"):
+        from .saga import storage
+
+        return getattr(storage, name)
+    raise AttributeError(f"module 'sagamesh' has no attribute {name!r}")
 
 __all__ = [
     "JSON_CONTENT_TYPE",
@@ -154,6 +170,8 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "ParallelCompensation",
+    "PostgresOutbox",
+    "PostgresStateStorage",
     "PredicateFilter",
     "Publication",
     "PublishStage",
@@ -163,6 +181,8 @@ __all__ = [
     "PublisherMetrics",
     "PublisherTransaction",
     "RedisIdempotencyStore",
+    "RedisOutbox",
+    "RedisStateStorage",
     "ReliabilityConfig",
     "ReliabilityMetrics",
     "RetryPolicy",
@@ -196,6 +216,8 @@ __all__ = [
     "create_broker",
     "from_message",
     "get_serializer",
+    "outbox_relay",
+    "saga_event_encoder",
     "serializer_for_content_type",
     "step",
     "to_message",
