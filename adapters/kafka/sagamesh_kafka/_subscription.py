@@ -172,7 +172,7 @@ class KafkaSubscription:
             handlers = self._dispatch.close()
             await asyncio.gather(*self._tasks, *handlers, return_exceptions=True)
             if self.group is not None:
-                await self._commit()
+                await self._commit(within=min(3.0, self._options.request_timeout))
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._consumer.stop(), self._options.request_timeout)
             self._on_close(self)
@@ -249,7 +249,13 @@ class KafkaSubscription:
             await asyncio.sleep(self._options.commit_interval)
             await self._commit()
 
-    async def _commit(self, tps: Iterable[TopicPartition] | None = None) -> None:
+    async def _commit(self, tps: Iterable[TopicPartition] | None = None,
+                      within: float | None = None) -> None:
+        """Commit the settled prefix of ``tps`` (all owned partitions by default).
+
+        A commit that does not complete ``within`` seconds is given up (aiokafka would retry it
+        with the same offsets until the coordinator answers); the next one sends fresh offsets.
+        """
         if self.group is None:
             return
         chosen = self._offsets if tps is None else {
@@ -258,8 +264,9 @@ class KafkaSubscription:
                   if o.dirty and o.committable is not None}
         if not commit:
             return
+        within = self._options.request_timeout if within is None else within
         try:
-            await asyncio.wait_for(self._consumer.commit(commit), self._options.request_timeout)
+            await asyncio.wait_for(self._consumer.commit(commit), within)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # rebalancing or broker away: the next commit covers it
