@@ -88,7 +88,8 @@ async def run(brokers: list[str], *, count: int, rounds: int, warmup: int, consu
 
 
 def table(report: dict[str, Any]) -> str:
-    """Markdown: median events/s (min-max) per case and broker, then the ratios."""
+    """Markdown: median events/s (min-max) per case and broker, then the ratios as
+    "ratio of medians / median of per-round ratios"."""
     brokers = report["brokers"]
     names = sorted({case for b in brokers.values() for case in b["cases"]})
     lines = ["| case | " + " | ".join(brokers) + " |",
@@ -100,12 +101,12 @@ def table(report: dict[str, Any]) -> str:
             cells.append(f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})" if s else
                          b["errors"].get(name, "-"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| ratio (target) | " + " | ".join(brokers) + " |",
+    lines += ["", "| ratio (target): of medians / paired | " + " | ".join(brokers) + " |",
               "|---|" + "---|" * len(brokers)]
     for name, spec in report["targets"].items():
         target = f" (≥ {spec['target']})" if spec["target"] else ""
-        cells = [f"{b['ratios'][name]:.2f}" if name in b["ratios"] else "-"
-                 for b in brokers.values()]
+        cells = [f"{b['ratios'][name]:.2f} / {b['paired_ratios'][name]:.2f}"
+                 if name in b["ratios"] else "-" for b in brokers.values()]
         lines.append(f"| {name}{target} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

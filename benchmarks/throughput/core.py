@@ -123,10 +123,12 @@ class SuiteResult:
     cases: dict[str, Summary] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
+    paired_ratios: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"cases": {k: v.as_dict() for k, v in self.cases.items()},
-                "ratios": self.ratios, "errors": self.errors}
+                "ratios": self.ratios, "paired_ratios": self.paired_ratios,
+                "errors": self.errors}
 
 
 # (ratio name, numerator case, denominator case, target or None)
@@ -143,10 +145,24 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
 
 
 def ratios(cases: dict[str, Summary]) -> dict[str, float]:
+    """Ratio of the medians over rounds."""
     out: dict[str, float] = {}
     for name, num, den, _ in RATIOS:
         if num in cases and den in cases and cases[den].median > 0:
             out[name] = round(cases[num].median / cases[den].median, 3)
+    return out
+
+
+def paired_ratios(cases: dict[str, Summary]) -> dict[str, float]:
+    """Median over rounds of the per-round ratio: both cases of a round ran seconds apart, so
+    a slow spell of the shared machine cancels out of their ratio."""
+    out: dict[str, float] = {}
+    for name, num, den, _ in RATIOS:
+        if num in cases and den in cases:
+            pairs = [a / b for a, b in zip(cases[num].rounds, cases[den].rounds, strict=False)
+                     if b > 0]
+            if pairs:
+                out[name] = round(statistics.median(pairs), 3)
     return out
 
 
@@ -179,4 +195,5 @@ async def run_rounds(suites: Mapping[str, Sequence[Case]], *, count: int, rounds
     for broker, result in results.items():
         result.cases = {name: Summary.of(v) for name, v in samples[broker].items() if v}
         result.ratios = ratios(result.cases)
+        result.paired_ratios = paired_ratios(result.cases)
     return results

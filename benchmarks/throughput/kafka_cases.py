@@ -126,15 +126,17 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
             await consumer_broker.start()
             return await clock.wait(consume_timeout)
 
-    cases = [
+    sm_single, sm_batch = publish_cases(broker, f"{base}-sm")
+    cases = [  # the cases a ratio compares run next to each other
         Case("publish.raw.single", raw_single),
-        Case("publish.raw.pipelined", raw_pipelined),
-        Case("publish.raw.pipelined_headers", raw_pipelined_headers),
+        sm_single,
         Case("publish.faststream.single", fs_single),
-        *publish_cases(broker, f"{base}-sm"),
+        Case("publish.raw.pipelined", raw_pipelined),
+        sm_batch,
+        Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("consume.raw.ack", raw_consume),
-        Case("consume.faststream.ack", fs_consume),
         consume_case(broker, f"{base}-smc", consume_timeout=consume_timeout),
+        Case("consume.faststream.ack", fs_consume),
     ]
     try:
         yield cases

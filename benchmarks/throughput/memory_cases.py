@@ -51,10 +51,12 @@ async def memory_suite(run_id: str, payload: Payload,
         finally:
             await sub.close()
 
-    cases = [
+    sm_single, sm_batch = publish_cases(broker, "bench.sm")
+    cases = [  # the cases a ratio compares run next to each other
         Case("publish.raw.single", raw_single),
+        sm_single,
         Case("publish.raw.pipelined", raw_pipelined),
-        *publish_cases(broker, "bench.sm"),
+        sm_batch,
         Case("consume.raw.ack", raw_consume),
         consume_case(consume_broker, f"bench.sm.c{run_id}", consume_timeout=consume_timeout),
     ]

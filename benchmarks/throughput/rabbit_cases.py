@@ -156,17 +156,19 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
         await bound_queue(group_queue(exchange_name, topic, group), topic,
                           group_arguments(ordered=True, queue_type="classic"))
 
-    publish = publish_cases(broker, "bench.sm")
-    cases = [
+    sm_single, sm_batch = (Case(c.name, _after(purge, c.run))
+                           for c in publish_cases(broker, "bench.sm"))
+    cases = [  # the cases a ratio compares run next to each other
         Case("publish.raw.single", raw_single),
-        Case("publish.raw.pipelined", raw_pipelined),
-        Case("publish.raw.pipelined_headers", raw_pipelined_headers),
+        sm_single,
         Case("publish.faststream.single", fs_single),
-        *[Case(c.name, _after(purge, c.run)) for c in publish],
+        Case("publish.raw.pipelined", raw_pipelined),
+        sm_batch,
+        Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("consume.raw.ack", raw_consume),
-        Case("consume.faststream.ack", fs_consume),
         consume_case(broker, f"bench.smc{run_id}", consume_timeout=consume_timeout,
                      prepare=prepare_group),
+        Case("consume.faststream.ack", fs_consume),
     ]
     try:
         yield cases
