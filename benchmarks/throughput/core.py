@@ -138,6 +138,8 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
     ("batch_vs_raw_pipelined_same_headers", "publish.sagamesh.batch",
      "publish.raw.pipelined_headers", None),
     ("consume_vs_raw", "consume.sagamesh.consumer", "consume.raw.ack", 0.85),
+    ("consume_unordered_vs_raw", "consume.sagamesh.consumer_unordered", "consume.raw.ack",
+     None),
     ("batch_vs_faststream", "publish.sagamesh.batch", "publish.faststream.single", 3.0),
     ("single_vs_faststream", "publish.sagamesh.single", "publish.faststream.single", None),
     ("consume_vs_faststream", "consume.sagamesh.consumer", "consume.faststream.ack", None),

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .core import Case, ConsumeClock, Payload, fresh_messages, timed
-from .sagamesh_cases import consume_case, publish_cases
+from .sagamesh_cases import consume_case, publish_cases, unordered_consume_case
 
 PIPELINE_WINDOW = 2048  # unconfirmed sends in flight, as sagamesh_kafka's publish_window
 PARTITIONS = 3
@@ -136,6 +136,7 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
         Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("consume.raw.ack", raw_consume),
         consume_case(broker, f"{base}-smc", consume_timeout=consume_timeout),
+        unordered_consume_case(broker, f"{base}-smu", consume_timeout=consume_timeout),
         Case("consume.faststream.ack", fs_consume),
     ]
     try:

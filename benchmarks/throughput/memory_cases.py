@@ -11,7 +11,7 @@ from sagamesh.brokers.base import Delivery
 from sagamesh.brokers.memory import MemoryBroker
 
 from .core import Case, ConsumeClock, Payload, fresh_messages, timed
-from .sagamesh_cases import consume_case, publish_cases
+from .sagamesh_cases import consume_case, publish_cases, unordered_consume_case
 
 
 @contextlib.asynccontextmanager
@@ -59,6 +59,8 @@ async def memory_suite(run_id: str, payload: Payload,
         sm_batch,
         Case("consume.raw.ack", raw_consume),
         consume_case(consume_broker, f"bench.sm.c{run_id}", consume_timeout=consume_timeout),
+        unordered_consume_case(consume_broker, f"bench.sm.u{run_id}",
+                               consume_timeout=consume_timeout),
     ]
     try:
         yield cases

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .core import Case, ConsumeClock, Payload, fresh_messages, timed
-from .sagamesh_cases import consume_case, publish_cases
+from .sagamesh_cases import consume_case, publish_cases, unordered_consume_case
 
 PIPELINE_WINDOW = 2048  # PubAcks in flight, as sagamesh_nats' max_pending_publishes default
 FETCH_BATCH = 256  # messages per pull request (sagamesh's consumer pulls max_in_flight=256)
@@ -137,6 +137,7 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
         Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("consume.raw.ack", raw_consume),
         consume_case(broker, f"{subject}.sm.c", consume_timeout=consume_timeout),
+        unordered_consume_case(broker, f"{subject}.sm.u", consume_timeout=consume_timeout),
         Case("consume.faststream.ack", fs_consume),
     ]
     try:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .core import Case, ConsumeClock, Payload, Runner, fresh_messages, timed
-from .sagamesh_cases import consume_case, publish_cases
+from .sagamesh_cases import consume_case, publish_cases, unordered_consume_case
 
 PIPELINE_WINDOW = 512  # unconfirmed publishes in flight, as sagamesh_rabbitmq's default
 PREFETCH = 256  # as sagamesh's consumer max_in_flight default
@@ -156,6 +156,10 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
         await bound_queue(group_queue(exchange_name, topic, group), topic,
                           group_arguments(ordered=True, queue_type="classic"))
 
+    async def prepare_unordered_group(topic: str, group: str) -> None:
+        await bound_queue(group_queue(exchange_name, topic, group), topic,
+                          group_arguments(ordered=False, queue_type="classic"))
+
     sm_single, sm_batch = (Case(c.name, _after(purge, c.run))
                            for c in publish_cases(broker, "bench.sm"))
     cases = [  # the cases a ratio compares run next to each other
@@ -168,6 +172,8 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
         Case("consume.raw.ack", raw_consume),
         consume_case(broker, f"bench.smc{run_id}", consume_timeout=consume_timeout,
                      prepare=prepare_group),
+        unordered_consume_case(broker, f"bench.smu{run_id}", consume_timeout=consume_timeout,
+                               prepare=prepare_unordered_group),
         Case("consume.faststream.ack", fs_consume),
     ]
     try:

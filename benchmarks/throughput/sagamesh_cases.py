@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from sagamesh.brokers.base import Broker
 from sagamesh.consuming import ConsumerConfig, EventConsumer, EventRouter, HandlerContext
@@ -42,9 +43,13 @@ def publish_cases(broker: Broker, topic: str) -> list[Case]:
 
 def consume_case(broker: Broker, topic_base: str, *, consume_timeout: float,
                  prepare: PrepareGroup | None = None, workers: int = 16,
-                 max_in_flight: int = 256) -> Case:
+                 max_in_flight: int = 256, ordering: Literal["per_saga", "none"] = "per_saga",
+                 name: str = "consume.sagamesh.consumer") -> Case:
     """Each run fills a fresh topic with ``count`` events (untimed), then an EventConsumer
-    (default config: per-saga ordering, 16 workers) runs a no-op handler on all of them."""
+    (default config: per-saga ordering, 16 workers) runs a no-op handler on all of them.
+
+    The typical event has one saga id, so with per-saga ordering every event waits for the
+    previous one to be settled; ``ordering="none"`` shows what that order costs."""
     runs = itertools.count()
     group = "bench"
 
@@ -65,9 +70,15 @@ def consume_case(broker: Broker, topic_base: str, *, consume_timeout: float,
 
         consumer = EventConsumer(broker, router, ConsumerConfig(
             topics=[topic], group=group, retry=NoRetryPolicy(), workers=workers,
-            max_in_flight=max_in_flight))
+            max_in_flight=max_in_flight, ordering=ordering))
         async with consumer:
             rate = await clock.wait(consume_timeout)
         return rate
 
-    return Case("consume.sagamesh.consumer", consume)
+    return Case(name, consume)
+
+
+def unordered_consume_case(broker: Broker, topic_base: str, *, consume_timeout: float,
+                           prepare: PrepareGroup | None = None) -> Case:
+    return consume_case(broker, topic_base, consume_timeout=consume_timeout, prepare=prepare,
+                        ordering="none", name="consume.sagamesh.consumer_unordered")

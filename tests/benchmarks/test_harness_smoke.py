@@ -18,7 +18,7 @@ from benchmarks.throughput.core import RATIOS, Summary, paired_ratios, ratios
 
 PUBLISH = {"publish.raw.single", "publish.raw.pipelined", "publish.sagamesh.single",
            "publish.sagamesh.batch"}
-CONSUME = {"consume.raw.ack", "consume.sagamesh.consumer"}
+CONSUME = {"consume.raw.ack", "consume.sagamesh.consumer", "consume.sagamesh.consumer_unordered"}
 FASTSTREAM = {"publish.faststream.single", "consume.faststream.ack"}
 SAME_HEADERS = {"publish.raw.pipelined_headers"}
 SUMMARY_KEYS = {"median", "min", "max", "q1", "q3", "rounds"}
