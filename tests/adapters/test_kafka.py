@@ -32,7 +32,7 @@ pytestmark = pytest.mark.kafka
 
 TIMEOUT = 30.0
 FAST: dict[str, Any] = {
-    "session_timeout": 4.0,
+    "session_timeout": 2.5,
     "heartbeat_interval": 0.2,
     "rebalance_timeout": 3.0,
     "revoke_timeout": 2.0,
@@ -171,7 +171,7 @@ async def test_commit_stops_at_the_first_unsettled_offset(
 ) -> None:
     """Offset 0 is held unsettled while 1..9 are acked: after the member leaves, the group
     resumes at 0, so the held message is not lost (1..9 come again: at-least-once)."""
-    broker = await connect(partitions=1, commit_interval=0.05)
+    broker = await connect(partitions=1, commit_interval=0.05, session_timeout=2.0)
     topic, group = f"kx.commit.{unique}", f"g-{unique}"
     batch = [_msg(topic, i) for i in range(10)]
     hold = asyncio.Event()
@@ -196,7 +196,7 @@ async def test_commit_stops_at_the_first_unsettled_offset(
 async def test_acked_and_rejected_offsets_are_committed(
     connect: Connect, unique: str
 ) -> None:
-    broker = await connect(partitions=1)
+    broker = await connect(partitions=1, session_timeout=2.0)
     topic, group = f"kx.rej.{unique}", f"g-{unique}"
     batch = [_msg(topic, i) for i in range(6)]
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.kafka
 
 # Group joins dominate Kafka test time: short heartbeats make rebalances quick.
 FAST: dict[str, Any] = {
-    "session_timeout": 4.0,
+    "session_timeout": 2.5,
     "heartbeat_interval": 0.2,
     "rebalance_timeout": 3.0,
     "revoke_timeout": 2.0,
