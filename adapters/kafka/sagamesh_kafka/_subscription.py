@@ -186,19 +186,23 @@ class KafkaSubscription:
             try:
                 room = self._limit - len(dispatch.live)
                 if room <= 0:
-                    if not paused:
-                        consumer.pause(*consumer.assignment())
-                        paused = True
+                    # Full: pause (again: a rebalance hands out unpaused partitions) and keep
+                    # polling, so the member stays in its group while handlers catch up.
+                    consumer.pause(*consumer.assignment())
+                    paused = True
                     await dispatch.changed(1.0)
-                    await consumer.getmany(timeout_ms=0)  # keeps the member alive
-                    continue
-                if paused:
-                    consumer.resume(*consumer.paused())
-                    paused = False
-                batch = await consumer.getmany(timeout_ms=500, max_records=min(room, 2000))
-                for tp, records in batch.items():
-                    self._accept(tp, records)
-                dispatch.pump()
+                    batch = await consumer.getmany(timeout_ms=0)
+                else:
+                    if paused:
+                        consumer.resume(*consumer.paused())
+                        paused = False
+                    batch = await consumer.getmany(timeout_ms=500, max_records=min(room, 2000))
+                if batch:
+                    assigned = consumer.assignment()
+                    for tp, records in batch.items():
+                        if tp in assigned:
+                            self._accept(tp, records)
+                    dispatch.pump()
             except asyncio.CancelledError:
                 raise
             except kafka_errors.ConsumerStoppedError:
@@ -260,8 +264,9 @@ class KafkaSubscription:
             return
         chosen = self._offsets if tps is None else {
             tp: self._offsets[tp] for tp in tps if tp in self._offsets}
+        assigned = self._consumer.assignment()
         commit = {tp: o.committable for tp, o in chosen.items()
-                  if o.dirty and o.committable is not None}
+                  if o.dirty and o.committable is not None and tp in assigned}
         if not commit:
             return
         within = self._options.request_timeout if within is None else within
