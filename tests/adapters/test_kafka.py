@@ -163,6 +163,24 @@ async def test_publish_many_reports_each_message_in_order(
         await broker.publish(_msg(bad))
 
 
+async def test_subscriptions_without_a_group_each_read_everything(
+    connect: Connect, unique: str
+) -> None:
+    broker = await connect()
+    topic = f"kx.nogroup.{unique}"
+    before = [_msg(topic, i, key=f"k{i}") for i in range(20)]
+    assert all(r is None for r in await broker.publish_many(before))
+    readers = [Collector(), Collector()]
+    for reader in readers:
+        await broker.subscribe(topic, reader.handler())  # group=None: no join, no commits
+    after = [_msg(topic, 100 + i, key=f"k{i}") for i in range(20)]
+    assert all(r is None for r in await broker.publish_many(after))
+    everything = {m.id for m in before + after}
+    for reader in readers:
+        await reader.wait_acked(everything, TIMEOUT)
+        assert len(reader.acked) == 40
+
+
 # -- commits --------------------------------------------------------------------------------------
 
 

@@ -299,3 +299,84 @@ async def test_drop_forgets_a_revoked_partition_and_unblocks_its_keys() -> None:
     assert d.live == {kept}
     for task in d.close():
         await asyncio.gather(task, return_exceptions=True)
+
+
+# -- transactions (the context manager's contract; tansu has no transactions) -----------------
+
+
+class RecordingProducer:
+    """Records the transaction calls run_transaction makes; fails where told to."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.calls: list[str] = []
+        self.fail = fail
+
+    async def _step(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail:
+            raise RuntimeError(f"{name} failed")
+
+    async def begin_transaction(self) -> None:
+        await self._step("begin")
+
+    async def commit_transaction(self) -> None:
+        await self._step("commit")
+
+    async def abort_transaction(self) -> None:
+        await self._step("abort")
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None,
+                   headers: list[tuple[str, bytes]]) -> asyncio.Future[None]:
+        self.calls.append(f"send:{topic}")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail == "send":
+            future.set_exception(RuntimeError("not confirmed"))
+        else:
+            future.set_result(None)
+        return future
+
+
+async def test_transaction_commits_after_its_sends_and_aborts_on_an_exception() -> None:
+    from sagamesh_kafka._transaction import run_transaction
+
+    lock = asyncio.Lock()
+    ok = RecordingProducer()
+    async with run_transaction(ok, lock) as tx:  # type: ignore[arg-type]
+        await tx.publish(Message(id="1", topic="t", key="k"))
+        await tx.publish(Message(id="2", topic="t"))
+    assert ok.calls == ["begin", "send:t", "send:t", "commit"]
+
+    rolled = RecordingProducer()
+    with pytest.raises(ValueError, match="boom"):
+        async with run_transaction(rolled, lock) as tx:  # type: ignore[arg-type]
+            await tx.publish(Message(id="1", topic="t"))
+            raise ValueError("boom")
+    assert rolled.calls == ["begin", "send:t", "abort"]
+    assert not lock.locked()
+
+
+@pytest.mark.parametrize(("fail", "calls"), [
+    ("begin", ["begin"]),
+    ("commit", ["begin", "send:t", "commit", "abort"]),
+    ("send", ["begin", "send:t", "abort"]),
+])
+async def test_transaction_failures_raise_transaction_error(fail: str, calls: list[str]) -> None:
+    from sagamesh_kafka._transaction import run_transaction
+
+    from sagamesh.errors import TransactionError
+
+    producer = RecordingProducer(fail)
+    with pytest.raises(TransactionError):
+        async with run_transaction(producer, asyncio.Lock()) as tx:  # type: ignore[arg-type]
+            await tx.publish(Message(id="1", topic="t"))
+    assert producer.calls == calls
+
+
+async def test_transaction_refuses_an_illegal_topic_before_sending() -> None:
+    from sagamesh_kafka._transaction import run_transaction
+
+    producer = RecordingProducer()
+    with pytest.raises(ConfigError):
+        async with run_transaction(producer, asyncio.Lock()) as tx:  # type: ignore[arg-type]
+            await tx.publish(Message(id="1", topic="bad topic"))
+    assert producer.calls == ["begin", "abort"]
