@@ -20,6 +20,7 @@ import json
 import resource
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--url", default="memory://")
-    parser.add_argument("--topic", default="bench.memory-peak")
+    parser.add_argument("--topic", default=f"bench.memory-peak.{uuid.uuid4().hex[:8]}",
+                        help="default: unique per run (on a real broker, delete it afterwards)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.events < 1 or args.batch < 1:
