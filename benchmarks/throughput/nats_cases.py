@@ -147,6 +147,8 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
         await fs.stop()
         with contextlib.suppress(Exception):
             for info in await jsm.streams_info():
-                if info.config.name and info.config.name.startswith(prefix):
+                # The run's streams, and the KV bucket of its ordered groups' leases.
+                if info.config.name and (info.config.name.startswith(prefix)
+                                         or info.config.name == f"KV_{prefix}leases"):
                     await jsm.delete_stream(info.config.name)
         await nc.close()
