@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from .._eager import DONE, step
 from ..brokers.base import Delivery
 from ..dlq_message import dead_letter
 from ..errors import HandlerTimeoutError, SerializationError
@@ -371,10 +372,16 @@ async def _with_deadline(coro: Coroutine[object, object, None], limit: float) ->
         await coro
         return False
     loop = task.get_loop()
+    started = loop.time()
+    # Run the handler eagerly: one that finishes without suspending (most do) never arms a
+    # timer; one that suspends is awaited under a deadline counted from its start.
+    rest = step(coro)
+    if rest is DONE:
+        return False  # it never yielded, so no deadline could have cancelled it
     deadline = _Deadline(task)
-    handle = loop.call_at(loop.time() + limit, deadline)
+    handle = loop.call_at(started + limit, deadline)
     try:
-        await coro
+        await rest
     except asyncio.CancelledError:
         if deadline.fired and task.uncancel() == 0:
             return True

@@ -12,10 +12,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from ..._eager import DONE, step
 from ...dlq_message import dead_letter
 from ...errors import InvalidEventError, PublishTimeoutError, SerializationError
 from ...retry import RetryPolicy, is_retryable_error
-from .._eager import DONE, step
 from ..metrics import ReliabilityMetrics
 from ..stage import CallNext, Publication
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from sagamesh.publishing._eager import DONE, step
+from sagamesh._eager import DONE, step
 
 
 async def test_a_coroutine_that_never_waits_completes_in_the_step() -> None:
