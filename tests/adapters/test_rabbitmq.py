@@ -675,3 +675,52 @@ async def test_ordered_subscription_keeps_key_order_across_a_severed_connection(
             first_seen.setdefault(record.message.key or "", []).append(position[record.message.id])
     for key, positions in first_seen.items():
         assert positions == sorted(positions), f"key {key} reordered across the reconnect"
+
+
+async def test_ordered_key_runs_one_at_a_time_and_a_busy_settled_handler_frees_it(
+    env: Env
+) -> None:
+    """One key, more messages than a task runs back to back: strictly in order, never two
+    unsettled at once, and a handler that keeps working after its ack does not hold the key
+    (the second message's handler must start while the first one's is still running)."""
+    broker = await env.broker()
+    batch = [_msg(env.topic, i, key="only") for i in range(200)]
+    order: list[str] = []
+    unsettled = 0
+    most_unsettled = 0
+    second_started = asyncio.Event()
+    freed: list[bool] = []
+    done = asyncio.Event()
+
+    async def held_back() -> None:  # the second message has arrived and waits for the key
+        while sub.delivered < 2:  # noqa: ASYNC110 - a counter inside the adapter, no event
+            await asyncio.sleep(0.005)
+
+    async def handler(delivery: Delivery) -> None:
+        nonlocal unsettled, most_unsettled
+        unsettled += 1
+        most_unsettled = max(most_unsettled, unsettled)
+        order.append(delivery.message.id)
+        if delivery.message.id == batch[1].id:
+            second_started.set()
+        if delivery.message.id == batch[0].id:
+            await asyncio.wait_for(held_back(), TIMEOUT)
+        await asyncio.sleep(0)  # a successor started too early would overlap here
+        unsettled -= 1
+        await delivery.ack()
+        if delivery.message.id == batch[0].id:
+            with contextlib.suppress(TimeoutError):  # busy after settling
+                await asyncio.wait_for(second_started.wait(), TIMEOUT)
+            freed.append(second_started.is_set())
+        if len(order) == len(batch):
+            done.set()
+
+    sub = await broker.subscribe(env.topic, handler, group=env.group, ordered=True,
+                                 max_in_flight=256)
+    assert await broker.publish_many(batch) == [None] * len(batch)
+    await asyncio.wait_for(done.wait(), TIMEOUT)
+    assert freed == [True]
+    assert order == [m.id for m in batch]
+    assert most_unsettled == 1
+    await broker.close()
+    assert await env.queue_depth(topology.group_queue(env.exchange, env.topic, env.group)) == 0
