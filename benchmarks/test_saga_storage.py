@@ -35,7 +35,7 @@ from sagamesh.saga import (
 from sagamesh.saga.state import SagaInstance, SagaState, StepState, StepStatus
 from sagamesh.saga.storage.postgres import PostgresStateStorage
 from sagamesh.saga.storage.redis import RedisStateStorage
-from sagamesh.testing.services import host_port, port_open, service_url
+from sagamesh.testing.services import require_service, service_url
 
 SAGAS_PER_ROUND = 300
 IN_FLIGHT = 1_000
@@ -49,10 +49,7 @@ DEFINITION = SagaDefinition("order-noop", steps=[step(f"s{i}", _noop) for i in r
 
 
 def _need(service: str) -> str:
-    url = service_url(service)
-    if not port_open(*host_port(url)):
-        pytest.skip(f"{service} is not reachable at {url}")
-    return url
+    return require_service(service, service_url(service))
 
 
 @pytest.fixture

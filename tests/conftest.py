@@ -8,42 +8,31 @@ from collections.abc import Iterator
 import pytest
 
 from sagamesh.testing.services import (
-    host_port,
-    in_ci,
-    port_open,
+    require_service,
+    service_unavailable,
     service_url,
     start_tansu,
 )
 
 
-def _require(name: str, url: str) -> str:
-    host, port = host_port(url)
-    if not port_open(host, port, timeout=2.0):
-        message = f"{name} is not reachable at {host}:{port} (run scripts/services.sh)"
-        if in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return url
-
-
 @pytest.fixture(scope="session")
 def nats_url() -> str:
-    return _require("NATS", service_url("nats"))
+    return require_service("NATS", service_url("nats"))
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
-    return _require("RabbitMQ", service_url("rabbitmq"))
+    return require_service("RabbitMQ", service_url("rabbitmq"))
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    return _require("Redis", service_url("redis"))
+    return require_service("Redis", service_url("redis"))
 
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> str:
-    return _require("PostgreSQL", service_url("postgres"))
+    return require_service("PostgreSQL", service_url("postgres"))
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +43,12 @@ def kafka_bootstrap() -> Iterator[str]:
 
     external = os.environ.get("SAGAMESH_TEST_KAFKA_BOOTSTRAP")
     if external:
-        yield _require("Kafka", f"kafka://{external}").removeprefix("kafka://")
+        yield require_service("Kafka", f"kafka://{external}").removeprefix("kafka://")
         return
     try:
         proc = start_tansu()
     except Exception as exc:  # binary missing or did not start
-        if in_ci():
-            pytest.fail(f"cannot start tansu (Kafka): {exc}", pytrace=False)
-        pytest.skip(f"cannot start tansu (Kafka): {exc}")
+        service_unavailable(f"cannot start tansu (Kafka): {exc}")
     try:
         yield proc.bootstrap
     finally:

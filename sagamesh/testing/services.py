@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 DEFAULT_URLS = {
     "nats": "nats://127.0.0.1:4222",
@@ -31,6 +32,24 @@ ENV_VARS = {
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
+
+
+def service_unavailable(message: str) -> NoReturn:
+    """A needed service or binary is missing: a failure under ``CI=true``, a skip (with the
+    reason) on a developer's machine. The one place that rule lives."""
+    import pytest
+
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def require_service(name: str, url: str) -> str:
+    """``url`` if its host:port answers, else :func:`service_unavailable`."""
+    host, port = host_port(url)
+    if not port_open(host, port, timeout=2.0):
+        service_unavailable(f"{name} is not reachable at {host}:{port} (run scripts/services.sh)")
+    return url
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
