@@ -80,14 +80,15 @@ class _Timed:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(timeout={self.timeout})"
 
+    def select(self, targets: Sequence[CompensationTarget]) -> list[CompensationTarget]:
+        """Most recently completed first: later steps may depend on earlier ones."""
+        return list(reversed(targets))
+
 
 class SequentialCompensation(_Timed):
     """Undo in reverse order of completion; stop at the first compensation that fails."""
 
     __slots__ = ()
-
-    def select(self, targets: Sequence[CompensationTarget]) -> list[CompensationTarget]:
-        return list(reversed(targets))
 
     async def run(
         self, targets: Sequence[CompensationTarget], compensate_one: CompensateOne
@@ -100,9 +101,6 @@ class ParallelCompensation(_Timed):
 
     __slots__ = ()
 
-    def select(self, targets: Sequence[CompensationTarget]) -> list[CompensationTarget]:
-        return list(reversed(targets))
-
     async def run(
         self, targets: Sequence[CompensationTarget], compensate_one: CompensateOne
     ) -> Failures:
@@ -113,9 +111,6 @@ class BestEffortCompensation(_Timed):
     """Undo in reverse order and keep going past failures (all are reported)."""
 
     __slots__ = ()
-
-    def select(self, targets: Sequence[CompensationTarget]) -> list[CompensationTarget]:
-        return list(reversed(targets))
 
     async def run(
         self, targets: Sequence[CompensationTarget], compensate_one: CompensateOne

@@ -732,31 +732,14 @@ class SagaCoordinator:
                 )
                 if retry:
                     delay = policy.delay(local)
-                    self._c.retries += 1
-                    self._emit(
-                        run,
-                        EventType.RETRY_ATTEMPTED,
-                        step_id=ps.id,
-                        attempt=attempt + 1,
-                        max_attempts=policy.max_attempts,
-                        error=error,
-                        duration=timedelta(seconds=delay),
-                    )
-                    await self._flush(run)
+                    await self._announce_retry(run, ps, attempt, error, delay)
                     await self._sleep(run, delay)
                     if run.cancel_reason is not None:
                         raise Cancelled from None
                     attempt += 1
                     continue
                 if retryable and policy.max_attempts > 1:
-                    self._emit(
-                        run,
-                        EventType.RETRY_EXHAUSTED,
-                        step_id=ps.id,
-                        attempt=attempt,
-                        max_attempts=policy.max_attempts,
-                        error=error,
-                    )
+                    self._announce_exhausted(run, ps, attempt, error)
                 await self._flush(run)
                 raise StepFailed(error) from exc
             except BaseException:
@@ -951,31 +934,12 @@ class SagaCoordinator:
                 )
                 if retry:
                     delay = policy.delay(attempt)
-                    self._c.retries += 1
-                    self._emit(
-                        run,
-                        EventType.RETRY_ATTEMPTED,
-                        step_id=ps.id,
-                        attempt=attempt + 1,
-                        max_attempts=policy.max_attempts,
-                        error=error,
-                        duration=timedelta(seconds=delay),
-                        metadata={"definition_id": run.plan.id, "phase": "compensation"},
-                    )
-                    await self._flush(run)
+                    await self._announce_retry(run, ps, attempt, error, delay, compensation=True)
                     await asyncio.sleep(delay)
                     attempt += 1
                     continue
                 if retryable and policy.max_attempts > 1:
-                    self._emit(
-                        run,
-                        EventType.RETRY_EXHAUSTED,
-                        step_id=ps.id,
-                        attempt=attempt,
-                        max_attempts=policy.max_attempts,
-                        error=error,
-                        metadata={"definition_id": run.plan.id, "phase": "compensation"},
-                    )
+                    self._announce_exhausted(run, ps, attempt, error, compensation=True)
                 await self._record_compensation(
                     run, target, StepStatus.COMPENSATION_FAILED, attempt, error
                 )
@@ -1181,6 +1145,28 @@ class SagaCoordinator:
                 instance_id=self.instance_id,
             )
         )
+
+    async def _announce_retry(self, run: Run, ps: PlannedStep, attempt: int, error: SagaError,
+                              delay: float, *, compensation: bool = False) -> None:
+        """``retry.attempted`` for the attempt after ``attempt``, published before the wait."""
+        self._c.retries += 1
+        self._emit(run, EventType.RETRY_ATTEMPTED, step_id=ps.id, attempt=attempt + 1,
+                   max_attempts=ps.policy.max_attempts, error=error,
+                   duration=timedelta(seconds=delay), **self._phase(run, compensation))
+        await self._flush(run)
+
+    def _announce_exhausted(self, run: Run, ps: PlannedStep, attempt: int, error: SagaError,
+                            *, compensation: bool = False) -> None:
+        self._emit(run, EventType.RETRY_EXHAUSTED, step_id=ps.id, attempt=attempt,
+                   max_attempts=ps.policy.max_attempts, error=error,
+                   **self._phase(run, compensation))
+
+    @staticmethod
+    def _phase(run: Run, compensation: bool) -> dict[str, Any]:
+        # Compensation retries say so, so a reader of the stream can tell them from step retries.
+        if not compensation:
+            return {}
+        return {"metadata": {"definition_id": run.plan.id, "phase": "compensation"}}
 
     async def _flush(self, run: Run) -> None:
         """Publish what the last transition emitted; failures are logged and counted only
