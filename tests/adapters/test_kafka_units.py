@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from datetime import timedelta
 from types import SimpleNamespace
@@ -380,3 +381,62 @@ async def test_transaction_refuses_an_illegal_topic_before_sending() -> None:
         async with run_transaction(producer, asyncio.Lock()) as tx:  # type: ignore[arg-type]
             await tx.publish(Message(id="1", topic="bad topic"))
     assert producer.calls == ["begin", "abort"]
+
+
+async def test_a_keys_chain_runs_back_to_back_in_one_task() -> None:
+    d: Dispatcher
+    ran: list[tuple[int, asyncio.Task[object] | None]] = []
+
+    async def settle_at_once(item: Item) -> None:
+        ran.append((item.offset, asyncio.current_task()))
+        d.done(item)
+
+    d = Dispatcher(settle_at_once, max_in_flight=8, ordered=True, name="t")
+    for item in _items(["a"] * 10):
+        d.add(item)
+    d.pump()
+    await _settle_soon()
+    assert [offset for offset, _ in ran] == list(range(10))
+    assert len({task for _, task in ran}) == 1  # no task (and no loop turn) per record
+    assert not d.live and d.running == 0 and not d.tasks
+
+
+async def test_a_handler_busy_after_settling_gets_its_successor_started() -> None:
+    d: Dispatcher
+    second_started = asyncio.Event()
+    first_done = asyncio.Event()
+    freed: list[bool] = []
+
+    async def run(item: Item) -> None:
+        if item.offset == 1:
+            second_started.set()
+        d.done(item)
+        if item.offset == 0:  # still busy after settling: its successor must not wait for it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(second_started.wait(), 2)
+            freed.append(second_started.is_set())
+            first_done.set()
+
+    d = Dispatcher(run, max_in_flight=8, ordered=True, name="t")
+    for item in _items(["a", "a"]):
+        d.add(item)
+    d.pump()
+    await asyncio.wait_for(first_done.wait(), 5)
+    assert freed == [True]
+
+
+async def test_room_waits_until_the_buffer_drained_to_the_mark() -> None:
+    rec = Recorder()
+    d = Dispatcher(rec.run, max_in_flight=8, ordered=False, name="t")
+    items = _items([None] * 8)
+    for item in items:
+        d.add(item)
+    waiter = asyncio.ensure_future(d.room(5, within=5))
+    for item in items[:2]:
+        d.done(item)
+    await _settle_soon()
+    assert not waiter.done()  # 6 live: not yet a chunk's worth of room
+    d.done(items[2])
+    await _settle_soon()
+    assert waiter.done() and len(d.live) == 5
+    d.close()

@@ -17,6 +17,7 @@ from typing import Any
 from sagamesh.message import Message
 
 QUEUED, RUNNING, HELD, DONE, DROPPED = range(5)
+_INLINE = 64  # items one handler task runs back to back before it yields its slot
 
 
 class Item:
@@ -51,6 +52,9 @@ class Dispatcher:
         self.running = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self._changed: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None  # resolved once live <= _room_at
+        self._room_at = 0
+        self._pump_soon = False  # a pump is scheduled for the next event-loop turn
         self.closed = False
 
     # -- intake ---------------------------------------------------------------------------------
@@ -81,9 +85,31 @@ class Dispatcher:
             item.state = RUNNING
             self.running += 1
             loop = loop or asyncio.get_running_loop()
-            task = loop.create_task(self._run(item), name=f"{self._name}:{item.offset}")
+            task = loop.create_task(self._handle(item), name=f"{self._name}:{item.offset}")
             self.tasks.add(task)
             task.add_done_callback(self._finished)
+
+    async def _handle(self, item: Item) -> None:
+        """Run ``item``, then (up to ``_INLINE`` times) an item that became ready meanwhile,
+        e.g. the next record of the key it released: back to back in this task and slot, so a
+        key's chain costs no task and no event-loop turn per record."""
+        budget = _INLINE
+        ready = self._ready
+        current: Item | None = item
+        while current is not None:
+            await self._run(current)
+            current = None
+            while budget and ready and not self.closed:
+                candidate = ready.popleft()
+                if candidate.state == QUEUED:
+                    budget -= 1
+                    candidate.state = RUNNING
+                    current = candidate
+                    break
+
+    def _deferred_pump(self) -> None:
+        self._pump_soon = False
+        self.pump()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -140,7 +166,14 @@ class Dispatcher:
                 self._ready.append(nxt)
                 if not queue:
                     del self._waiting[key]
-                self.pump()
+                if asyncio.current_task() in self.tasks:
+                    # Settled from a handler task: it runs the successor itself if it ends in
+                    # this turn; if it keeps working, the successor starts on the next turn.
+                    if not self._pump_soon:
+                        self._pump_soon = True
+                        asyncio.get_running_loop().call_soon(self._deferred_pump)
+                else:
+                    self.pump()
                 return
         self._waiting.pop(key, None)
         del self._owner[key]
@@ -198,6 +231,11 @@ class Dispatcher:
     # -- waiting ----------------------------------------------------------------------------------
 
     def _notify(self) -> None:
+        room = self._room
+        if room is not None and len(self.live) <= self._room_at:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
         changed = self._changed
         if changed is not None:
             self._changed = None
@@ -210,5 +248,18 @@ class Dispatcher:
             self._changed = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(asyncio.shield(self._changed), within)
+        except TimeoutError:
+            pass
+
+    async def room(self, live_at_most: int, within: float) -> None:
+        """Wait until at most ``live_at_most`` items are unsettled (or ``within`` s passed):
+        the fetcher refills a full buffer in chunks, not one record per settlement."""
+        if len(self.live) <= live_at_most or self.closed:
+            return
+        self._room_at = live_at_most
+        if self._room is None:
+            self._room = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._room), within)
         except TimeoutError:
             pass

@@ -96,6 +96,7 @@ class KafkaSubscription:
         self._options = options
         self._on_close = on_close
         self._limit = options.buffer_limit(max_in_flight)
+        self._refill = max(1, self._limit // 4)  # a full buffer is refilled in chunks this big
         self._dispatch = Dispatcher(self._run, max_in_flight=max_in_flight, ordered=ordered,
                                     name=f"kafka-sub:{topic}")
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -190,7 +191,7 @@ class KafkaSubscription:
                     # polling, so the member stays in its group while handlers catch up.
                     consumer.pause(*consumer.assignment())
                     paused = True
-                    await dispatch.changed(1.0)
+                    await dispatch.room(self._limit - self._refill, 1.0)
                     batch = await consumer.getmany(timeout_ms=0)
                 else:
                     if paused:
