@@ -8,7 +8,6 @@ applies an outcome to a :class:`~sagamesh.brokers.base.Delivery`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from .._eager import DONE, step
+from .._eager import DONE, finish_within, step
 from ..brokers.base import Delivery
 from ..dlq_message import dead_letter
 from ..errors import HandlerTimeoutError, SerializationError
@@ -347,51 +346,15 @@ class MessageProcessor:
             await delivery.ack()
 
 
-class _Deadline:
-    """Cancels ``task`` when called (a cheaper, single-purpose ``asyncio.timeout``)."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, task: asyncio.Task[object]) -> None:
-        self.task = task
-        self.fired = False
-
-    def __call__(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-
 async def _with_deadline(coro: Coroutine[object, object, None], limit: float) -> bool:
-    """Await ``coro`` in the current task, cancelling it after ``limit`` seconds.
-
-    Returns True when the deadline fired (the work was cancelled, or ignored the cancellation
-    and finished late); other exceptions and outside cancellations propagate unchanged.
-    """
-    task = asyncio.current_task()
-    if task is None:  # not in a task (cannot happen under asyncio): no deadline possible
-        await coro
-        return False
-    loop = task.get_loop()
-    started = loop.time()
-    # Run the handler eagerly: one that finishes without suspending (most do) never arms a
-    # timer; one that suspends is awaited under a deadline counted from its start.
+    """Run ``coro`` eagerly: one that finishes without suspending (most handlers) never arms a
+    timer; one that suspends is awaited under a deadline counted from its start. True when the
+    deadline fired."""
+    started = time.perf_counter()
     rest = step(coro)
     if rest is DONE:
         return False  # it never yielded, so no deadline could have cancelled it
-    deadline = _Deadline(task)
-    handle = loop.call_at(started + limit, deadline)
-    try:
-        await rest
-    except asyncio.CancelledError:
-        if deadline.fired and task.uncancel() == 0:
-            return True
-        raise
-    finally:
-        handle.cancel()
-    if deadline.fired:
-        task.uncancel()
-        return True
-    return False
+    return await finish_within(rest, limit - (time.perf_counter() - started))
 
 
 def _prior_attempts(headers: Mapping[str, str]) -> int:

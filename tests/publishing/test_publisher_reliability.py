@@ -225,16 +225,18 @@ async def test_dropped_connection_is_survived_by_retries(fake_time: FakeTime) ->
 
 
 async def test_timer_is_armed_only_for_attempts_that_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
+    from typing import Any
 
-    armed: list[float | None] = []
-    real_timeout = asyncio.timeout
+    from sagamesh.publishing.stages import reliability
 
-    def counting_timeout(delay: float | None) -> asyncio.Timeout:
-        armed.append(delay)
-        return real_timeout(delay)
+    armed: list[float] = []
+    real_finish_within = reliability.finish_within
 
-    monkeypatch.setattr(asyncio, "timeout", counting_timeout)
+    async def counting(rest: Any, limit: float) -> bool:
+        armed.append(limit)
+        return await real_finish_within(rest, limit)
+
+    monkeypatch.setattr(reliability, "finish_within", counting)
     async with MemoryBroker() as memory:
         publisher = SagaEventPublisher(memory, PublisherConfig(timeout=3.0))
         for _ in range(100):

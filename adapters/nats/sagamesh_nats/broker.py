@@ -288,14 +288,21 @@ class NatsBroker:
 
         topic = check_subject(message.topic)
         headers = encode_headers(message)
+        timeout = self.options.publish_timeout
         for attempt in (1, 2):
-            await self._stream_for(topic)
+            if topic not in self._streams:
+                await self._stream_for(topic)
             try:
                 future = await js.publish_async(topic, message.body,
-                                                wait_stall=_stall(js, self.options.publish_timeout),
-                                                headers=headers)
+                                                wait_stall=_stall(js, timeout), headers=headers)
                 self._track(future)
-                await asyncio.wait_for(future, self.options.publish_timeout)
+                # A bare timer instead of asyncio.wait_for (a waiter future, a callback and a
+                # timer per call): the ack future itself fails when the time is up.
+                expiry = asyncio.get_running_loop().call_later(timeout, _expire, future)
+                try:
+                    await future
+                finally:
+                    expiry.cancel()
                 return
             except NoStreamResponseError:
                 self._streams.pop(topic, None)  # deleted behind our back: create it again
@@ -448,6 +455,11 @@ class NatsBroker:
                       latency=rtt, extra={"streams": account.streams,
                                           "consumers": account.consumers,
                                           "server_version": str(nc.connected_server_version)})
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _stall(js: JetStreamContext, timeout: float) -> float | None:

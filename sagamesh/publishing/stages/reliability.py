@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from ..._eager import DONE, step
+from ..._eager import DONE, finish_within, step
 from ...dlq_message import dead_letter
 from ...errors import InvalidEventError, PublishTimeoutError, SerializationError
 from ...retry import RetryPolicy, is_retryable_error
@@ -76,21 +76,17 @@ class ReliabilityStage:
     async def _finish(self, pub: Publication, rest: Awaitable[object], limit: float) -> None:
         """The attempt had to wait: await the rest of it under the per-attempt timeout
         (armed only now, so attempts that never wait cost no timer)."""
-        timeout = asyncio.timeout(limit)
         try:
-            async with timeout:
-                await rest
-        except TimeoutError as exc:
-            error: BaseException = exc
-            if timeout.expired():
-                self._metrics.timeouts += 1
-                error = PublishTimeoutError(f"not confirmed within {limit:g}s")
-            pub.results = [error] * len(pub.messages)
+            expired = await finish_within(rest, limit)
         except Exception as exc:
             pub.results = [exc] * len(pub.messages)
-        else:
-            if len(pub.results) != len(pub.messages):
-                pub.results = [None] * len(pub.messages)
+            return
+        if expired:
+            self._metrics.timeouts += 1
+            error = PublishTimeoutError(f"not confirmed within {limit:g}s")
+            pub.results = [error] * len(pub.messages)
+        elif len(pub.results) != len(pub.messages):
+            pub.results = [None] * len(pub.messages)
 
     async def __call__(self, pub: Publication, call_next: CallNext) -> None:
         started = self._clock()
