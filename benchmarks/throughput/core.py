@@ -45,6 +45,11 @@ def fresh_messages(count: int, topic: str) -> list[Message]:
     return [to_message(e, topic, serializer) for e in fresh_events(count)]
 
 
+async def no_op_handler(event: SagaEvent) -> None:
+    """The handler of ``consume.raw.decode``: with sagamesh's json decode of each body, the
+    minimum a typed consumer does per event (``await no_op_handler(decode(body))``)."""
+
+
 # A case measures one thing once: given the event count, it returns events/s.
 Runner = Callable[[int], Awaitable[float]]
 
@@ -137,7 +142,10 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
     ("batch_vs_raw_pipelined", "publish.sagamesh.batch", "publish.raw.pipelined", 0.9),
     ("batch_vs_raw_pipelined_same_headers", "publish.sagamesh.batch",
      "publish.raw.pipelined_headers", None),
+    ("single_vs_raw_same_headers", "publish.sagamesh.single", "publish.raw.single_headers",
+     None),
     ("consume_vs_raw", "consume.sagamesh.consumer", "consume.raw.ack", 0.85),
+    ("consume_vs_raw_decode", "consume.sagamesh.consumer", "consume.raw.decode", None),
     ("consume_unordered_vs_raw", "consume.sagamesh.consumer_unordered", "consume.raw.ack",
      None),
     ("batch_vs_faststream", "publish.sagamesh.batch", "publish.faststream.single", 3.0),

@@ -11,7 +11,9 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .core import Case, ConsumeClock, Payload, fresh_messages, timed
+from sagamesh.serialization import get_serializer
+
+from .core import Case, ConsumeClock, Payload, fresh_messages, no_op_handler, timed
 from .sagamesh_cases import consume_case, publish_cases, unordered_consume_case
 
 PIPELINE_WINDOW = 2048  # unconfirmed sends in flight, as sagamesh_kafka's publish_window
@@ -36,6 +38,7 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
     broker = KafkaBroker(f"kafka://{bootstrap}", transactions="off")
     await broker.connect()
     body, key = payload.body, payload.key
+    decode = get_serializer("json").decode
     runs = itertools.count()
     base = f"bench-{run_id}"
 
@@ -46,10 +49,24 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
     raw_topic = await topic(f"{base}-raw")
     fs_topic = await topic(f"{base}-fs")
 
+    def headed(count: int) -> list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]]:
+        """Values, keys and headers as sagamesh_kafka sends them (the id header included)."""
+        return [(m.body, record_key(m), record_headers(m))
+                for m in fresh_messages(count, raw_topic)]
+
     async def raw_single(count: int) -> float:
         async def go() -> None:
             for _ in range(count):
                 await producer.send_and_wait(raw_topic, body, key=key)
+
+        return await timed(count, go)
+
+    async def raw_single_headers(count: int) -> float:
+        wire = headed(count)
+
+        async def go() -> None:
+            for b, k, h in wire:
+                await producer.send_and_wait(raw_topic, b, key=k, headers=h)
 
         return await timed(count, go)
 
@@ -65,8 +82,7 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
         return await timed(count, lambda: pipelined(raw_topic, count))
 
     async def raw_pipelined_headers(count: int) -> float:
-        wire = [(m.body, record_key(m), record_headers(m))
-                for m in fresh_messages(count, raw_topic)]
+        wire = headed(count)
 
         async def go() -> None:
             inflight: list[asyncio.Future[Any]] = []
@@ -85,7 +101,8 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
 
         return await timed(count, go)
 
-    async def raw_consume(count: int) -> float:
+    async def raw_consume(count: int, typed: bool = False) -> float:
+        """``typed``: each value is also decoded and handed to an awaited no-op handler."""
         name = await topic(f"{base}-rawc{next(runs)}")
         await pipelined(name, count)
         clock = ConsumeClock(count)
@@ -97,7 +114,9 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=256)
                 for records in batches.values():
-                    for _ in records:
+                    for record in records:
+                        if typed:
+                            await no_op_handler(decode(record.value))
                         clock.tick()
                 if batches:
                     await consumer.commit()
@@ -110,6 +129,9 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
             with contextlib.suppress(BaseException):
                 await task
             await consumer.stop()
+
+    async def raw_decode(count: int) -> float:
+        return await raw_consume(count, typed=True)
 
     async def fs_consume(count: int) -> float:
         name = await topic(f"{base}-fsc{next(runs)}")
@@ -129,12 +151,14 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
     sm_single, sm_batch = publish_cases(broker, f"{base}-sm")
     cases = [  # the cases a ratio compares run next to each other
         Case("publish.raw.single", raw_single),
+        Case("publish.raw.single_headers", raw_single_headers),
         sm_single,
         Case("publish.faststream.single", fs_single),
         Case("publish.raw.pipelined", raw_pipelined),
         sm_batch,
         Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("consume.raw.ack", raw_consume),
+        Case("consume.raw.decode", raw_decode),
         consume_case(broker, f"{base}-smc", consume_timeout=consume_timeout),
         unordered_consume_case(broker, f"{base}-smu", consume_timeout=consume_timeout),
         Case("consume.faststream.ack", fs_consume),

@@ -8,7 +8,9 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .core import Case, ConsumeClock, Payload, fresh_messages, timed
+from sagamesh.serialization import get_serializer
+
+from .core import Case, ConsumeClock, Payload, fresh_messages, no_op_handler, timed
 from .sagamesh_cases import consume_case, publish_cases, unordered_consume_case
 
 PIPELINE_WINDOW = 2048  # PubAcks in flight, as sagamesh_nats' max_pending_publishes default
@@ -39,7 +41,12 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
     broker = NatsBroker(url, stream_prefix=prefix)
     await broker.connect()
     body = payload.body
+    decode = get_serializer("json").decode
     runs = itertools.count()
+
+    def headed(topic: str, count: int) -> list[tuple[bytes, dict[str, str]]]:
+        """Bodies and headers as sagamesh_nats sends them (``Nats-Msg-Id`` included)."""
+        return [(m.body, encode_headers(m)) for m in fresh_messages(count, topic)]
 
     async def raw_single(count: int) -> float:
         topic = f"{subject}.raw.single"
@@ -47,6 +54,16 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
         async def go() -> None:
             for _ in range(count):
                 await js.publish(topic, body)
+
+        return await timed(count, go)
+
+    async def raw_single_headers(count: int) -> float:
+        topic = f"{subject}.raw.singleh"
+        wire = headed(topic, count)
+
+        async def go() -> None:
+            for b, h in wire:
+                await js.publish(topic, b, headers=h)
 
         return await timed(count, go)
 
@@ -61,7 +78,7 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
 
     async def raw_pipelined_headers(count: int) -> float:
         topic = f"{subject}.raw.pipeh"
-        wire = [(m.body, encode_headers(m)) for m in fresh_messages(count, topic)]
+        wire = headed(topic, count)
 
         async def go() -> None:
             futures = [await js.publish_async(topic, b, headers=h) for b, h in wire]
@@ -81,7 +98,8 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
     async def fill(topic: str, count: int) -> None:
         await asyncio.gather(*[await js.publish_async(topic, body) for _ in range(count)])
 
-    async def raw_consume(count: int) -> float:
+    async def raw_consume(count: int, typed: bool = False) -> float:
+        """``typed``: each body is also decoded and handed to an awaited no-op handler."""
         topic = f"{subject}.raw.c{next(runs)}"
         await fill(topic, count)
         name = topic.replace(".", "_")
@@ -98,6 +116,8 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
                 except nats.errors.TimeoutError:
                     continue
                 for msg in msgs:
+                    if typed:
+                        await no_op_handler(decode(msg.data))
                     await msg.ack()
                     clock.tick()
 
@@ -109,6 +129,9 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
             with contextlib.suppress(BaseException):
                 await task
             await psub.unsubscribe()
+
+    async def raw_decode(count: int) -> float:
+        return await raw_consume(count, typed=True)
 
     async def fs_consume(count: int) -> float:
         topic = f"{subject}.fs.c{next(runs)}"
@@ -130,12 +153,14 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
     sm_single, sm_batch = publish_cases(broker, f"{subject}.sm.pub")
     cases = [  # the cases a ratio compares run next to each other
         Case("publish.raw.single", raw_single),
+        Case("publish.raw.single_headers", raw_single_headers),
         sm_single,
         Case("publish.faststream.single", fs_single),
         Case("publish.raw.pipelined", raw_pipelined),
         sm_batch,
         Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("consume.raw.ack", raw_consume),
+        Case("consume.raw.decode", raw_decode),
         consume_case(broker, f"{subject}.sm.c", consume_timeout=consume_timeout),
         unordered_consume_case(broker, f"{subject}.sm.u", consume_timeout=consume_timeout),
         Case("consume.faststream.ack", fs_consume),

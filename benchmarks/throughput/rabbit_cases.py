@@ -12,7 +12,9 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from .core import Case, ConsumeClock, Payload, Runner, fresh_messages, timed
+from sagamesh.serialization import get_serializer
+
+from .core import Case, ConsumeClock, Payload, Runner, fresh_messages, no_op_handler, timed
 from .sagamesh_cases import consume_case, publish_cases, unordered_consume_case
 
 PIPELINE_WINDOW = 512  # unconfirmed publishes in flight, as sagamesh_rabbitmq's default
@@ -56,24 +58,36 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
     broker = RabbitBroker(url, exchange=exchange_name)
     await broker.connect()
     body = payload.body
+    decode = get_serializer("json").decode
     runs = itertools.count()
 
     def message() -> aio_pika.Message:
         return aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                 content_type="application/json")
 
+    def headed(count: int) -> list[aio_pika.Message]:
+        """Messages with the headers and ``message_id`` sagamesh_rabbitmq sends."""
+        return [aio_pika.Message(m.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                 content_type=m.headers.get("content-type"), message_id=m.id,
+                                 headers={**m.headers, "x-sagamesh-key": m.key})
+                for m in fresh_messages(count, "bench.raw")]
+
     async def purge() -> None:
         for queue in sinks.values():
             await queue.purge()
 
-    async def raw_single(count: int) -> float:
+    async def raw_single(count: int, wire: list[aio_pika.Message] | None = None) -> float:
         await purge()
 
         async def go() -> None:
-            for _ in range(count):
-                await exchange.publish(message(), routing_key="bench.raw")
+            for index in range(count):
+                await exchange.publish(wire[index] if wire else message(),
+                                       routing_key="bench.raw")
 
         return await timed(count, go)
+
+    async def raw_single_headers(count: int) -> float:
+        return await raw_single(count, headed(count))
 
     async def pipelined(routing_key: str, count: int,
                         wire: list[aio_pika.Message] | None = None) -> None:
@@ -98,10 +112,7 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
 
     async def raw_pipelined_headers(count: int) -> float:
         await purge()
-        wire = [aio_pika.Message(m.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                 content_type=m.headers.get("content-type"), message_id=m.id,
-                                 headers={**m.headers, "x-sagamesh-key": m.key})
-                for m in fresh_messages(count, "bench.raw")]
+        wire = headed(count)
         return await timed(count, lambda: pipelined("bench.raw", count, wire))
 
     async def fs_single(count: int) -> float:
@@ -114,7 +125,8 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
 
         return await timed(count, go)
 
-    async def raw_consume(count: int) -> float:
+    async def raw_consume(count: int, typed: bool = False) -> float:
+        """``typed``: each body is also decoded and handed to an awaited no-op handler."""
         name = f"bench-{run_id}-rawc{next(runs)}"
         queue = await bound_queue(name, name)
         await pipelined(name, count)
@@ -124,6 +136,8 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
         clock = ConsumeClock(count)
 
         async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            if typed:
+                await no_op_handler(decode(msg.body))
             await msg.ack()
             clock.tick()
 
@@ -133,6 +147,9 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
         finally:
             await queue.cancel(tag)
             await consumer_channel.close()
+
+    async def raw_decode(count: int) -> float:
+        return await raw_consume(count, typed=True)
 
     async def fs_consume(count: int) -> float:
         name = f"bench-{run_id}-fsc{next(runs)}"
@@ -164,12 +181,14 @@ async def rabbit_suite(url: str, run_id: str, payload: Payload,
                            for c in publish_cases(broker, "bench.sm"))
     cases = [  # the cases a ratio compares run next to each other
         Case("publish.raw.single", raw_single),
+        Case("publish.raw.single_headers", raw_single_headers),
         sm_single,
         Case("publish.faststream.single", fs_single),
         Case("publish.raw.pipelined", raw_pipelined),
         sm_batch,
         Case("publish.raw.pipelined_headers", raw_pipelined_headers),
         Case("consume.raw.ack", raw_consume),
+        Case("consume.raw.decode", raw_decode),
         consume_case(broker, f"bench.smc{run_id}", consume_timeout=consume_timeout,
                      prepare=prepare_group),
         unordered_consume_case(broker, f"bench.smu{run_id}", consume_timeout=consume_timeout,
