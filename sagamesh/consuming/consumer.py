@@ -16,7 +16,14 @@ from ..retry import ExponentialBackoffRetryPolicy, RetryPolicy
 from .dispatcher import DispatcherDrainedError, PriorityDispatcher
 from .idempotency import IdempotencyStore
 from .metrics import ConsumerMetrics
-from .processor import ConsumeMetricsSink, ConsumeTracer, Decoder, MessageProcessor, Outcome
+from .processor import (
+    ACK,
+    ConsumeMetricsSink,
+    ConsumeTracer,
+    Decoder,
+    MessageProcessor,
+    Outcome,
+)
 from .router import EventRouter
 
 log = logging.getLogger(__name__)
@@ -192,11 +199,12 @@ class EventConsumer:
             return
         dispatcher = self.dispatcher
         key = prepared.event.saga_id
-        try:
-            await dispatcher.acquire(key, prepared.priority)
-        except DispatcherDrainedError:
-            await delivery.nack()
-            return
+        if not dispatcher.try_acquire(key):
+            try:
+                await dispatcher.acquire(key, prepared.priority)
+            except DispatcherDrainedError:
+                await delivery.nack()
+                return
         task = asyncio.current_task()
         assert task is not None
         running_tasks = self._running_tasks
@@ -208,7 +216,11 @@ class EventConsumer:
             ctx = processor.context(delivery.message, delivery.attempt,
                                     partition=delivery.partition, offset=delivery.offset)
             outcome = await processor.execute(prepared, ctx)
-            await processor.settle(delivery, outcome, self.broker.publish)
+            if outcome is ACK:
+                metrics.acked += 1
+                await delivery.ack()
+            else:
+                await processor.settle(delivery, outcome, self.broker.publish)
         except asyncio.CancelledError:
             if not delivery.settled:  # drain timed out (or the subscription closed)
                 await delivery.nack()

@@ -54,16 +54,25 @@ class PriorityDispatcher:
         self._counter = itertools.count()
         self._idle: asyncio.Event | None = None
 
+    def try_acquire(self, key: str | None = None) -> bool:
+        """A slot now, when one is free and nothing is ahead (no coroutine, no waiting)."""
+        if self.running >= self.slots or self._heap:
+            return False
+        if self.ordered and key is not None:
+            lanes = self._lanes
+            if key in lanes:
+                return False
+            lanes[key] = deque()
+        self.running += 1
+        return True
+
     async def acquire(self, key: str | None = None, priority: int = 0) -> None:
         """Wait for this delivery's turn; raises :class:`DispatcherDrainedError` on drain."""
+        if self.try_acquire(key):
+            return
         lanes = self._lanes
         ordered = self.ordered and key is not None
         busy = ordered and key in lanes
-        if not busy and self.running < self.slots and not self._heap:  # fast path: run now
-            self.running += 1
-            if ordered:
-                lanes[key] = deque()  # type: ignore[index]
-            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (-priority, next(self._counter), key, fut)
         self.pending += 1

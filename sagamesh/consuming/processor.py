@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -155,7 +155,7 @@ class MessageProcessor:
         if ctx is None:
             ctx = self.context(prepared.message, prepared.attempt)
         if self.tracing is None:
-            return await self._guarded(prepared, ctx)
+            return await self._execute(prepared, ctx)
         message = prepared.message
         event = prepared.event
         # The span is current while handlers run, so what they publish becomes its child; its
@@ -163,23 +163,31 @@ class MessageProcessor:
         with self.tracing.consume_span(system=self.broker_name, destination=message.topic,
                                        saga_id=event.saga_id, headers=message.headers,
                                        event_type=str(event.type)) as span:
-            outcome = await self._guarded(prepared, ctx)
+            outcome = await self._execute(prepared, ctx)
             if span is not None:
                 span.set_attribute("sagamesh.outcome", outcome.kind.value)
             return outcome
 
-    async def _guarded(self, prepared: Prepared, ctx: HandlerContext) -> Outcome:
-        """Handler failures are decided in ``_execute``; anything else (the idempotency store
+    async def _execute(self, prepared: Prepared, ctx: HandlerContext) -> Outcome:
+        """Handler failures are decided in ``_run_all``; anything else (the idempotency store
         is unreachable, a callback broke) is infrastructure: retry later, never dead-letter."""
         try:
-            return await self._execute(prepared, ctx)
+            routes = prepared.routes
+            if self.idempotency is None and len(routes) == 1:  # the common case, inlined
+                route = routes[0]
+                error = await self._run(route, prepared.event, ctx)
+                if error is None:
+                    return ACK
+                action = await self._failure_action(route, prepared.event, error)
+                return self._decide(prepared, [(route, error, action)])
+            return await self._run_all(prepared, ctx)
         except Exception as exc:
             log.exception("processing %s failed outside its handlers; retrying",
                           prepared.message.id)
             return Outcome(OutcomeKind.RETRY, delay=self.retry.delay(prepared.attempt),
                            reason=f"infrastructure: {type(exc).__name__}: {exc}", error=exc)
 
-    async def _execute(self, prepared: Prepared, ctx: HandlerContext) -> Outcome:
+    async def _run_all(self, prepared: Prepared, ctx: HandlerContext) -> Outcome:
         event = prepared.event
         store = self.idempotency
         failures: list[tuple[Route, BaseException, FailureAction]] = []
@@ -231,15 +239,15 @@ class MessageProcessor:
         limiter = route.limiter
         if limiter is not None:
             await limiter.acquire()
+        call = route.call or handler.handle_saga_event
         start = time.perf_counter()
         timed_out = False
         error: BaseException | None = None
         try:
             if route.timeout is None:
-                await handler.handle_saga_event(event, ctx)
+                await call(event, ctx)
             else:
-                timed_out = await _with_deadline(handler.handle_saga_event(event, ctx),
-                                                 route.timeout)
+                timed_out = await _with_deadline(call(event, ctx), route.timeout, start)
                 if timed_out:
                     error = HandlerTimeoutError(
                         f"handler {route.handler_id!r} exceeded {route.timeout:g}s")
@@ -253,13 +261,13 @@ class MessageProcessor:
         if self.prometheus is not None:
             self.prometheus.consumed(route.handler_id, "ok" if error is None else "failed",
                                      duration)
-        if error is None:
+        if error is not None:
+            self.metrics.handler_failures += 1
+        elif route.after is not None:
             try:
-                await handler.on_event_processed(event, duration)
+                await route.after(event, duration)
             except Exception:
                 log.exception("on_event_processed of %s raised (ignored)", route.handler_id)
-        else:
-            self.metrics.handler_failures += 1
         return error
 
     @staticmethod
@@ -346,11 +354,10 @@ class MessageProcessor:
             await delivery.ack()
 
 
-async def _with_deadline(coro: Coroutine[object, object, None], limit: float) -> bool:
+async def _with_deadline(coro: Awaitable[object], limit: float, started: float) -> bool:
     """Run ``coro`` eagerly: one that finishes without suspending (most handlers) never arms a
-    timer; one that suspends is awaited under a deadline counted from its start. True when the
-    deadline fired."""
-    started = time.perf_counter()
+    timer; one that suspends is awaited under a deadline counted from ``started``
+    (``perf_counter``). True when the deadline fired."""
     rest = step(coro)
     if rest is DONE:
         return False  # it never yielded, so no deadline could have cancelled it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -44,6 +44,10 @@ class Route:
     limiter: asyncio.Semaphore | None
     timeout: float | None
     error: BaseException | None = None
+    #: What runs the handler: a function handler's own function (one coroutine less per event).
+    call: HandlerFunc | None = None
+    #: ``on_event_processed`` when the handler overrides it (else nothing is awaited).
+    after: Callable[[SagaEvent, float], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -52,13 +56,26 @@ class _Registration:
     config: EventHandlerConfig
     limiter: asyncio.Semaphore | None
     ok: Route | None = None
+    #: No filters and the stock ``can_handle``: the type index alone decides (no call per event).
+    takes_all: bool = False
+
+    def __post_init__(self) -> None:
+        self.takes_all = (not self.config.filters
+                          and type(self.handler).can_handle is SagaEventHandler.can_handle)
 
     def route(self, error: BaseException | None = None) -> Route:
         if error is None and self.ok is not None:
             return self.ok
         c = self.config
-        made = Route(self.handler, c.handler_id, c.priority, self.limiter,
-                     seconds(c.processing_timeout), error)
+        handler = self.handler
+        kind = type(handler)
+        call = (handler.fn if isinstance(handler, FunctionHandler)
+                and kind.handle_saga_event is FunctionHandler.handle_saga_event
+                else handler.handle_saga_event)
+        after = (None if kind.on_event_processed is SagaEventHandler.on_event_processed
+                 else handler.on_event_processed)
+        made = Route(handler, c.handler_id, c.priority, self.limiter,
+                     seconds(c.processing_timeout), error, call, after)
         if error is None:
             self.ok = made
         return made
@@ -161,6 +178,11 @@ class EventRouter:
         routes: list[Route] = []
         first = self.strategy is RoutingStrategy.FIRST
         for reg in candidates:
+            if reg.takes_all:
+                routes.append(reg.ok or reg.route())
+                if first:
+                    break
+                continue
             try:
                 matched = reg.handler.can_handle(event)
             except Exception as exc:

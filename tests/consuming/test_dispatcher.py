@@ -120,3 +120,21 @@ async def test_drain_fails_waiters_and_keeps_running_slots() -> None:
 def test_slots_must_be_positive() -> None:
     with pytest.raises(ValueError):
         PriorityDispatcher(0)
+
+
+async def test_try_acquire_takes_a_free_slot_but_never_jumps_a_key_or_the_queue() -> None:
+    d = PriorityDispatcher(2, ordered=True)
+    assert d.try_acquire("a")
+    assert not d.try_acquire("a")  # the key is busy: it must wait its turn
+    assert d.try_acquire("b")
+    assert not d.try_acquire("c")  # no slot left
+    waiter = asyncio.ensure_future(d.acquire("c"))
+    await asyncio.sleep(0)
+    d.release("a")
+    await asyncio.sleep(0)
+    assert waiter.done()  # "c" got the freed slot
+    d.release("b")
+    assert d.try_acquire("d")  # a free slot and nobody waiting
+    d.release("c")
+    d.release("d")
+    assert d.running == 0 and d.pending == 0

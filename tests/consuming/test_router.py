@@ -138,3 +138,53 @@ async def test_a_failing_start_stops_the_handlers_already_started() -> None:
     with pytest.raises(RuntimeError, match="no database"):
         await router.start()
     assert log == ["start:a", "stop:a"]
+
+
+async def test_overridden_handler_methods_are_honoured_by_the_precomputed_route() -> None:
+    """Routes call a function handler's function directly and skip the stock can_handle and
+    on_event_processed; a subclass that overrides any of them still gets its override."""
+    from sagamesh.consuming import FunctionHandler, MessageProcessor
+    from sagamesh.message import Message
+    from sagamesh.retry import NoRetryPolicy
+    from sagamesh.serialization import get_serializer, to_message
+
+    calls: list[str] = []
+
+    async def fn(event: SagaEvent, ctx: HandlerContext) -> None:
+        calls.append("fn")
+
+    class Custom(FunctionHandler):
+        def can_handle(self, event: SagaEvent) -> bool:
+            calls.append("can_handle")
+            return event.saga_id != "skip"
+
+        async def handle_saga_event(self, event: SagaEvent, ctx: HandlerContext) -> None:
+            calls.append("handle")
+            await super().handle_saga_event(event, ctx)
+
+        async def on_event_processed(self, event: SagaEvent, duration: float) -> None:
+            calls.append("processed")
+
+    router = EventRouter()
+    router.register(Custom(fn, EventHandlerConfig(handler_id="custom")))
+    processor = MessageProcessor(router, retry=NoRetryPolicy())
+    serializer = get_serializer("json")
+
+    def message(saga_id: str) -> Message:
+        return to_message(SagaEvent(saga_id=saga_id, type=EventType.SAGA_STARTED), "t",
+                          serializer)
+
+    await processor.process(message("s"))
+    assert calls == ["can_handle", "handle", "fn", "processed"]
+    calls.clear()
+    await processor.process(message("skip"))
+    assert calls == ["can_handle"]
+
+    plain: list[str] = []
+
+    @router.handler(handler_id="plain")
+    async def on_any(event: SagaEvent, ctx: HandlerContext) -> None:
+        plain.append(event.saga_id)
+
+    await processor.process(message("p"))
+    assert plain == ["p"]
