@@ -335,7 +335,22 @@ class NatsBroker:
             except SagameshError as exc:
                 bad_topics[topic] = exc
         timeout = self.options.publish_timeout
-        futures: dict[asyncio.Future[Any], int] = {}
+        futures: list[tuple[asyncio.Future[Any], int]] = []
+        loop = asyncio.get_running_loop()
+        all_acked: asyncio.Future[None] = loop.create_future()
+        awaiting = self._awaiting_acks
+        unacked = 0
+        sending = True  # every PubAck may arrive while later messages still wait for the window
+
+        def acked(future: asyncio.Future[Any]) -> None:
+            # One callback per PubAck does what _track and asyncio.wait would do with two
+            # (each done callback is a loop handle: ~1 us per message).
+            nonlocal unacked
+            awaiting.discard(future)
+            unacked -= 1
+            if not unacked and not sending and not all_acked.done():
+                all_acked.set_result(None)
+
         for index, message in enumerate(messages):
             bad = bad_topics.get(message.topic)
             if bad is not None:
@@ -355,18 +370,27 @@ class NatsBroker:
             except Exception as exc:
                 results[index] = _publish_error(exc, message)
                 continue
-            futures[future] = index
-            self._track(future)
-        if futures:
-            _, pending = await asyncio.wait(futures, timeout=timeout)
-            for future in pending:
+            futures.append((future, index))
+            awaiting.add(future)
+            unacked += 1
+            future.add_done_callback(acked)
+        sending = False
+        if unacked:
+            expiry = loop.call_later(timeout, _expire, all_acked)
+            try:
+                await all_acked
+            except TimeoutError:
+                pass
+            finally:
+                expiry.cancel()
+        for future, index in futures:
+            if not future.done():
                 future.cancel()
-            for future, index in futures.items():
-                if future.cancelled():
-                    results[index] = PublishTimeoutError(
-                        f"NATS: no PubAck for {messages[index].id} within {timeout} s")
-                elif (error := future.exception()) is not None:
-                    results[index] = _publish_error(error, messages[index])
+            if future.cancelled():
+                results[index] = PublishTimeoutError(
+                    f"NATS: no PubAck for {messages[index].id} within {timeout} s")
+            elif (error := future.exception()) is not None:
+                results[index] = _publish_error(error, messages[index])
         return results
 
     # -- subscribing ---------------------------------------------------------------------------

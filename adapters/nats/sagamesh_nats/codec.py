@@ -18,6 +18,10 @@ KEY = "sagamesh-key"
 _ESCAPED = "sagamesh-b64:"
 _RESERVED = frozenset({MSG_ID, KEY})
 _VALID_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII except ':' (RFC 7230 field-name-ish)
+# sagamesh's own header names are valid by construction: no pattern match per message for them
+_KNOWN_NAMES = frozenset(
+    value for name, value in vars(Headers).items()
+    if name.isupper() and isinstance(value, str) and _VALID_NAME.fullmatch(value))
 
 
 def _needs_escape(value: str) -> bool:
@@ -37,7 +41,7 @@ def encode_headers(message: Message) -> dict[str, str]:
     for name, value in message.headers.items():
         if name in _RESERVED:
             continue
-        if not name or not _VALID_NAME.fullmatch(name):
+        if name not in _KNOWN_NAMES and (not name or not _VALID_NAME.fullmatch(name)):
             raise SerializationError(f"message {message.id}: header name {name!r} cannot "
                                      "travel in NATS headers (printable ASCII, no ':' or spaces)")
         if _needs_escape(value):
