@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import time
 import traceback
@@ -191,6 +192,7 @@ async def run_rounds(suites: Mapping[str, Sequence[Case]], *, count: int, rounds
             for case in cases:
                 if case.name in errors:
                     continue
+                gc.collect()  # untimed: no case pays for the garbage of the one before
                 try:
                     rate = await case.run(n)
                 except Exception as exc:  # a failing case is reported, the others go on
