@@ -313,3 +313,25 @@ async def test_lease_refresh_follows_a_shorter_bucket_ttl(
             assert len(set(revisions)) >= 6, f"lease refreshed too rarely: {revisions}"
     finally:
         await nc.close()
+
+
+async def test_a_missing_puback_times_out_single_and_batch_publishes(
+    nats_url: str, prefix: str, jsm: Any, unique: str
+) -> None:
+    """A stream with ``no_ack`` stores messages but never answers: every publish must fail
+    with PublishTimeoutError after ``publish_timeout``, and nothing may stay in flight."""
+    from nats.js.api import StreamConfig
+
+    from sagamesh.errors import PublishTimeoutError
+
+    topic = f"silent.{unique}"
+    await jsm.add_stream(StreamConfig(name=f"{prefix}silent", subjects=[topic], no_ack=True))
+    async with NatsBroker(nats_url, stream_prefix=prefix, publish_timeout=0.3) as broker:
+        with pytest.raises(PublishTimeoutError):
+            await broker.publish(Message(id="one", topic=topic, body=b"x"))
+        results = await broker.publish_many(messages(topic, 5))
+        assert [type(r) for r in results] == [PublishTimeoutError] * 5
+        await asyncio.sleep(0)  # done callbacks of the cancelled PubAck futures run next turn
+        assert not broker._awaiting_acks
+        info = await jsm.stream_info(f"{prefix}silent")
+        assert info.state.messages == 6  # stored all the same: only the answer is missing

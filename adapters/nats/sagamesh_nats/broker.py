@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sagamesh._eager import finish_within
 from sagamesh.brokers.base import Capabilities, Health, MessageHandler
 from sagamesh.errors import (
     BrokerUnavailableError,
@@ -296,13 +297,10 @@ class NatsBroker:
                 future = await js.publish_async(topic, message.body,
                                                 wait_stall=_stall(js, timeout), headers=headers)
                 self._track(future)
-                # A bare timer instead of asyncio.wait_for (a waiter future, a callback and a
-                # timer per call): the ack future itself fails when the time is up.
-                expiry = asyncio.get_running_loop().call_later(timeout, _expire, future)
-                try:
-                    await future
-                finally:
-                    expiry.cancel()
+                # sagamesh's cheap deadline, not asyncio.wait_for (a waiter future, a callback
+                # and a timer per call); on expiry the PubAck future is cancelled.
+                if await finish_within(future, timeout):
+                    raise TimeoutError
                 return
             except NoStreamResponseError:
                 self._streams.pop(topic, None)  # deleted behind our back: create it again
@@ -376,13 +374,7 @@ class NatsBroker:
             future.add_done_callback(acked)
         sending = False
         if unacked:
-            expiry = loop.call_later(timeout, _expire, all_acked)
-            try:
-                await all_acked
-            except TimeoutError:
-                pass
-            finally:
-                expiry.cancel()
+            await finish_within(all_acked, timeout)  # late PubAcks are reported below
         for future, index in futures:
             if not future.done():
                 future.cancel()
@@ -479,11 +471,6 @@ class NatsBroker:
                       latency=rtt, extra={"streams": account.streams,
                                           "consumers": account.consumers,
                                           "server_version": str(nc.connected_server_version)})
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 def _stall(js: JetStreamContext, timeout: float) -> float | None:

@@ -14,9 +14,9 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
+from sagamesh._eager import DONE, step
 from sagamesh.brokers.base import MessageHandler
 from sagamesh.errors import BrokerUnavailableError
 from sagamesh.message import Message
@@ -85,44 +85,9 @@ class NatsDelivery:
         # per-key ordering those turns add up serially). If it has to wait, the rest runs
         # shielded: a handler cancelled mid-ack must not leave the message settled here but
         # unacknowledged at the server (it would wait out the whole ack wait).
-        send = self._sub._send(self._reply, payload)
-        try:
-            waiting = send.send(None)
-        except StopIteration:
-            return
-        await asyncio.shield(_finish(send, waiting))
-
-
-async def _finish(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
-    """Await the rest of ``coro``, which already yielded ``waiting`` when it was stepped."""
-    await _Rest(coro, waiting)
-
-
-class _Rest:
-    __slots__ = ("coro", "waiting")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
-        self.coro = coro
-        self.waiting = waiting
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, pending = self.coro, self.waiting
-        while True:
-            try:
-                sent = yield pending
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration:
-                    return
-                continue
-            try:
-                pending = coro.send(sent)
-            except StopIteration:
-                return
+        rest = step(self._sub._send(self._reply, payload))
+        if rest is not DONE:
+            await asyncio.shield(rest)
 
 
 class NatsSubscription:
