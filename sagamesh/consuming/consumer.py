@@ -16,14 +16,7 @@ from ..retry import ExponentialBackoffRetryPolicy, RetryPolicy
 from .dispatcher import DispatcherDrainedError, PriorityDispatcher
 from .idempotency import IdempotencyStore
 from .metrics import ConsumerMetrics
-from .processor import (
-    ACK,
-    ConsumeMetricsSink,
-    ConsumeTracer,
-    Decoder,
-    MessageProcessor,
-    Outcome,
-)
+from .processor import ConsumeMetricsSink, ConsumeTracer, Decoder, MessageProcessor, Outcome
 from .router import EventRouter
 
 log = logging.getLogger(__name__)
@@ -216,11 +209,7 @@ class EventConsumer:
             ctx = processor.context(delivery.message, delivery.attempt,
                                     partition=delivery.partition, offset=delivery.offset)
             outcome = await processor.execute(prepared, ctx)
-            if outcome is ACK:
-                metrics.acked += 1
-                await delivery.ack()
-            else:
-                await processor.settle(delivery, outcome, self.broker.publish)
+            await processor.settle(delivery, outcome, self.broker.publish)
         except asyncio.CancelledError:
             if not delivery.settled:  # drain timed out (or the subscription closed)
                 await delivery.nack()

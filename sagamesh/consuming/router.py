@@ -179,7 +179,7 @@ class EventRouter:
         first = self.strategy is RoutingStrategy.FIRST
         for reg in candidates:
             if reg.takes_all:
-                routes.append(reg.ok or reg.route())
+                routes.append(reg.route())
                 if first:
                     break
                 continue

@@ -10,6 +10,7 @@ the head of its key, after the delay when one was given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
@@ -51,9 +52,9 @@ class Dispatcher:
         self.live: set[Item] = set()  # every item not yet settled (queued, running, held)
         self.running = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        self._changed: asyncio.Future[None] | None = None
-        self._room: asyncio.Future[None] | None = None  # resolved once live <= _room_at
-        self._room_at = 0
+        self._changed = _Signal()  # something was settled, finished or dropped
+        self._room = _Signal()  # fired once at most _room_at items are live
+        self._room_at = -1
         self._pump_soon = False  # a pump is scheduled for the next event-loop turn
         self.closed = False
 
@@ -231,25 +232,13 @@ class Dispatcher:
     # -- waiting ----------------------------------------------------------------------------------
 
     def _notify(self) -> None:
-        room = self._room
-        if room is not None and len(self.live) <= self._room_at:
-            self._room = None
-            if not room.done():
-                room.set_result(None)
-        changed = self._changed
-        if changed is not None:
-            self._changed = None
-            if not changed.done():
-                changed.set_result(None)
+        self._changed.fire()
+        if len(self.live) <= self._room_at:
+            self._room.fire()
 
     async def changed(self, within: float) -> None:
         """Wait until something was settled, finished or dropped (or ``within`` s passed)."""
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._changed), within)
-        except TimeoutError:
-            pass
+        await self._changed.wait(within)
 
     async def room(self, live_at_most: int, within: float) -> None:
         """Wait until at most ``live_at_most`` items are unsettled (or ``within`` s passed):
@@ -257,9 +246,24 @@ class Dispatcher:
         if len(self.live) <= live_at_most or self.closed:
             return
         self._room_at = live_at_most
-        if self._room is None:
-            self._room = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._room), within)
-        except TimeoutError:
-            pass
+        await self._room.wait(within)
+
+
+class _Signal:
+    """A wake-up any number of waiters share, each with its own time limit; re-armed on fire."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def fire(self) -> None:
+        future, self._future = self._future, None
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self, within: float) -> None:
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._future), within)
