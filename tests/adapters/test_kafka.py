@@ -280,7 +280,9 @@ async def test_ordered_delayed_nack_holds_the_key_only(
     assert collector.attempts_of(a2.id) == [1]
 
 
-async def test_buffer_limit_pauses_fetching(connect: Connect, unique: str) -> None:
+async def test_full_buffer_waits_for_room_without_polling(connect: Connect, unique: str) -> None:
+    """A full buffer neither pauses nor polls while handlers catch up: a poll of a paused
+    partition throws away the records aiokafka prefetched for it."""
     broker = await connect(partitions=1, max_buffered=20)
     topic = f"kx.buffer.{unique}"
     release = asyncio.Event()
@@ -297,11 +299,68 @@ async def test_buffer_limit_pauses_fetching(connect: Connect, unique: str) -> No
     batch = [_msg(topic, i, key=None) for i in range(300)]
     await broker.publish_many(batch)
     await collector.wait_until(lambda: len(collector.received) >= 4, "4 deliveries", TIMEOUT)
-    await asyncio.sleep(0.5)
+    polls = 0
+    getmany = sub._consumer.getmany
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal polls
+        polls += 1
+        return await getmany(*args, **kwargs)
+
+    sub._consumer.getmany = counted  # type: ignore[method-assign]
+    await asyncio.sleep(1.5)
     assert len(sub._dispatch.live) <= 20 and len(collector.received) == 4
+    assert polls == 0 and not sub._consumer.paused()
     release.set()
     await collector.wait_acked({m.id for m in batch}, TIMEOUT)
     assert peak <= 20
+
+
+async def test_full_buffer_polls_paused_so_slow_handlers_keep_the_member(
+    connect: Connect, unique: str
+) -> None:
+    """Handlers busier than max_poll_interval: the fetcher polls (paused) every third of it,
+    so aiokafka does not leave the group and nothing is handed over twice."""
+    broker = await connect(partitions=1, max_buffered=8, max_poll_interval=1.2)
+    topic = f"kx.keepalive.{unique}"
+    release = asyncio.Event()
+
+    async def blocked(delivery: Delivery) -> None:
+        await release.wait()
+
+    collector = Collector()
+    sub = await broker.subscribe(topic, collector.handler(on_message=blocked),
+                                 group=f"g-{unique}", max_in_flight=2)
+    batch = [_msg(topic, i, key=None) for i in range(40)]
+    await broker.publish_many(batch)
+    await collector.wait_until(lambda: len(collector.received) >= 2, "2 deliveries", TIMEOUT)
+    assigned = 0  # from here on: the group join is done
+    on_assigned = sub._assigned
+
+    def count_assigned(tps: list[Any]) -> None:
+        nonlocal assigned
+        assigned += 1
+        on_assigned(tps)
+
+    sub._assigned = count_assigned  # type: ignore[method-assign]
+    await asyncio.sleep(3.0)  # 2.5 x max_poll_interval with every handler busy
+    assert sub._consumer.paused()
+    release.set()
+    await collector.wait_acked({m.id for m in batch}, TIMEOUT)
+    await asyncio.sleep(0.5)
+    assert sorted(r.message.id for r in collector.received) == sorted(m.id for m in batch)
+    assert assigned == 0  # no rebalance: the member never left
+
+
+async def test_fetch_max_wait_reaches_the_consumer(connect: Connect, unique: str) -> None:
+    broker = await connect(fetch_max_wait=0.05)
+    sub = await broker.subscribe(f"kx.fmw.{unique}", Collector().handler(),
+                                 group=f"g-{unique}")
+    assert sub._consumer._fetch_max_wait_ms == 50
+    default = await connect()
+    sub = await default.subscribe(f"kx.fmw2.{unique}", Collector().handler(),
+                                  group=f"g2-{unique}")
+    assert sub._consumer._fetch_max_wait_ms == 100
 
 
 # -- lifecycle ------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ def test_registry_resolves_the_kafka_scheme() -> None:
     ("kafka://k1?transactions=maybe", {}, "transactions"),
     ("kafka://k1?auto_offset_reset=middle", {}, "auto_offset_reset"),
     ("kafka://k1?linger_ms=soon", {}, "linger_ms"),
+    ("kafka://k1?fetch_max_wait=0", {}, "fetch_max_wait"),
     ("kafka://k1", {"no_such_option": 1}, "no_such_option"),
     ("kafka://k1?tls=perhaps", {}, "tls"),
     ("kafka://k1:port", {}, "broker.url"),
@@ -105,6 +106,15 @@ def test_codec_round_trip_moves_the_id_into_a_header_and_back() -> None:
     record = SimpleNamespace(topic="t", partition=2, offset=7, key=record_key(message),
                              value=message.body, headers=tuple(headers))
     assert from_record(record) == message
+
+
+def test_foreign_headers_and_keys_that_are_not_utf8_arrive_with_replacement_characters() -> None:
+    record = SimpleNamespace(topic="t", partition=0, offset=3, key=b"k\xff",
+                             value=b"v", headers=((ID_HEADER, b"id-\xfe"), ("x", b"\xc3("),
+                                                  ("ok", "zß".encode()), ("none", None)))
+    message = from_record(record)
+    assert message.id == "id-\ufffd" and message.key == "k\ufffd"
+    assert message.headers == {"x": "\ufffd(", "ok": "zß", "none": ""}
 
 
 def test_foreign_record_without_id_gets_a_stable_position_id() -> None:

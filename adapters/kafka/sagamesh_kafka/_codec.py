@@ -21,12 +21,28 @@ def record_key(message: Message) -> bytes | None:
     return None if message.key is None else message.key.encode()
 
 
+def _text(raw: bytes | None) -> str:
+    """A foreign header or key that is not UTF-8 still arrives (with U+FFFD in its place)."""
+    if raw is None:
+        return ""
+    try:
+        return raw.decode()  # strict UTF-8 without arguments: the cheap call
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
 def from_record(record: Any) -> Message:
     """A received ``ConsumerRecord`` as a :class:`Message` (foreign records get a stable id)."""
     headers: dict[str, str] = {}
     message_id = ""
     for name, raw in record.headers or ():
-        value = raw.decode("utf-8", "replace") if raw is not None else ""
+        if raw is None:
+            value = ""
+        else:
+            try:  # _text, inlined: this runs for every header of every record
+                value = raw.decode()
+            except UnicodeDecodeError:
+                value = raw.decode("utf-8", "replace")
         if name == ID_HEADER:
             message_id = value
         else:
@@ -37,7 +53,7 @@ def from_record(record: Any) -> Message:
     return Message(
         id=message_id,
         topic=record.topic,
-        key=None if key is None else key.decode("utf-8", "replace"),
+        key=None if key is None else _text(key),
         headers=headers,
         body=record.value if record.value is not None else b"",
     )

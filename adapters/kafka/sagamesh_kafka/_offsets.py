@@ -35,12 +35,16 @@ class PartitionOffsets:
         return True
 
     def settle(self, offset: int) -> None:
-        self._settled.add(offset)
         pending, settled = self._pending, self._settled
+        if not pending or pending[0] != offset:  # settled out of order: wait for the prefix
+            settled.add(offset)
+            return
+        pending.popleft()  # in order (the common case): no round trip through the set
+        done = offset
         while pending and pending[0] in settled:
             done = pending.popleft()
             settled.discard(done)
-            self.committable = done + 1
+        self.committable = done + 1
 
     @property
     def dirty(self) -> bool:

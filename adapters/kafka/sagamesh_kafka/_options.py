@@ -61,6 +61,12 @@ class KafkaOptions:
     """Where a new consumer group starts: ``earliest`` keeps everything retained."""
     commit_interval: float = 0.2
     """Settled offsets are committed at most this often (and on close and on revoke)."""
+    fetch_max_wait: float = 0.1
+    """Longest the broker holds a fetch that finds no new records. aiokafka sends one fetch
+    at a time to a broker, and once a busy partition's records have waited 100 ms for the
+    handlers it fetches the idle partitions alone; the busy partition's next records then wait
+    for that fetch to come back. aiokafka's default, 0.5 s, halved ordered throughput on a
+    topic with idle partitions; 0.1 s costs an idle member ten empty fetches a second."""
     max_buffered: int = 0
     """Records a subscription holds before it pauses fetching (0: 8 x max_in_flight, >= 512)."""
     revoke_timeout: float = 5.0
@@ -82,7 +88,7 @@ class KafkaOptions:
                 raise ConfigError(f"{name} must be at least 1", field=name)
         for name in ("request_timeout", "transaction_probe_timeout", "session_timeout",
                      "heartbeat_interval", "rebalance_timeout", "max_poll_interval",
-                     "commit_interval", "revoke_timeout", "subscribe_timeout"):
+                     "commit_interval", "revoke_timeout", "subscribe_timeout", "fetch_max_wait"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive", field=name)
         if self.linger_ms < 0 or self.max_buffered < 0:

@@ -118,6 +118,7 @@ class KafkaSubscription:
             max_poll_interval_ms=int(o.max_poll_interval * 1000),
             request_timeout_ms=int(o.request_timeout * 1000),
             isolation_level="read_committed",
+            fetch_max_wait_ms=max(1, round(o.fetch_max_wait * 1000)),
             **o.security(),
         )
 
@@ -182,22 +183,36 @@ class KafkaSubscription:
 
     async def _fetch_loop(self) -> None:
         consumer, dispatch = self._consumer, self._dispatch
+        loop = asyncio.get_running_loop()
+        # A member that does not poll for max_poll_interval is taken for dead; a full buffer
+        # polls (paused) this often so slow handlers never cost the group its member.
+        keepalive = self._options.max_poll_interval / 3
+        polled = loop.time()
         paused = False
         while True:
             try:
                 room = self._limit - len(dispatch.live)
                 if room <= 0:
-                    # Full: pause (again: a rebalance hands out unpaused partitions) and keep
-                    # polling, so the member stays in its group while handlers catch up.
+                    waited = loop.time() - polled
+                    if waited < keepalive:
+                        # Full: wait for handlers to make room, without polling. Polling a
+                        # paused partition throws away what aiokafka prefetched for it, and
+                        # every refill would then wait for a fresh fetch.
+                        await dispatch.room(self._limit - self._refill,
+                                            min(1.0, keepalive - waited))
+                        continue
+                    # Still full after a third of max_poll_interval: pause (again: a rebalance
+                    # hands out unpaused partitions) and poll, so the member stays alive.
                     consumer.pause(*consumer.assignment())
                     paused = True
-                    await dispatch.room(self._limit - self._refill, 1.0)
+                    polled = loop.time()
                     batch = await consumer.getmany(timeout_ms=0)
                 else:
                     if paused:
                         consumer.resume(*consumer.paused())
                         paused = False
                     batch = await consumer.getmany(timeout_ms=500, max_records=min(room, 2000))
+                    polled = loop.time()
                 if batch:
                     assigned = consumer.assignment()
                     for tp, records in batch.items():
