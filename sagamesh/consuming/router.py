@@ -48,6 +48,8 @@ class Route:
     call: HandlerFunc | None = None
     #: ``on_event_processed`` when the handler overrides it (else nothing is awaited).
     after: Callable[[SagaEvent, float], Awaitable[None]] | None = None
+    #: The handler's metrics (one object for its lifetime), so no property call per event.
+    metrics: HandlerMetrics | None = None
 
 
 @dataclass(slots=True)
@@ -75,7 +77,7 @@ class _Registration:
         after = (None if kind.on_event_processed is SagaEventHandler.on_event_processed
                  else handler.on_event_processed)
         made = Route(handler, c.handler_id, c.priority, self.limiter,
-                     seconds(c.processing_timeout), error, call, after)
+                     seconds(c.processing_timeout), error, call, after, handler.metrics)
         if error is None:
             self.ok = made
         return made
@@ -83,10 +85,22 @@ class _Registration:
 
 class EventRouter:
     def __init__(self, strategy: RoutingStrategy | str = RoutingStrategy.ALL) -> None:
-        self.strategy = RoutingStrategy(strategy)
+        self._strategy = RoutingStrategy(strategy)
         self._registrations: list[_Registration] = []
         self._by_type: dict[EventType, list[_Registration]] = {}
+        # Types whose every candidate takes all events: their routes, fixed until the handlers
+        # or the strategy change (no per-event list, loop or sort).
+        self._fixed: dict[EventType, tuple[Route, ...]] = {}
         self._started: list[SagaEventHandler] = []
+
+    @property
+    def strategy(self) -> RoutingStrategy:
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, value: RoutingStrategy | str) -> None:
+        self._strategy = RoutingStrategy(value)
+        self._reindex()
 
     # -- registration ---------------------------------------------------------------------
     def register(self, handler: SagaEventHandler) -> SagaEventHandler:
@@ -151,6 +165,10 @@ class EventRouter:
                 if not r.config.supported_event_types or t in r.config.supported_event_types]
             for t in EventType
         }
+        self._fixed = {}
+        for t, candidates in self._by_type.items():
+            if all(r.takes_all for r in candidates):
+                self._fixed[t] = tuple(self._choose([r.route() for r in candidates]))
 
     @property
     def handlers(self) -> list[SagaEventHandler]:
@@ -172,8 +190,11 @@ class EventRouter:
         return sorted(wanted)
 
     # -- routing --------------------------------------------------------------------------
-    def route(self, event: SagaEvent) -> list[Route]:
+    def route(self, event: SagaEvent) -> Sequence[Route]:
         """The handlers to run for ``event``, in execution order (never raises)."""
+        fixed = self._fixed.get(event.type)
+        if fixed is not None:
+            return fixed
         candidates = self._by_type.get(event.type, ())
         routes: list[Route] = []
         first = self.strategy is RoutingStrategy.FIRST
@@ -193,6 +214,12 @@ class EventRouter:
                     routes.append(reg.route())
             if matched and first:
                 break
+        return self._choose(routes)
+
+    def _choose(self, routes: list[Route]) -> list[Route]:
+        """Matched routes (in registration order) → those to run, in execution order."""
+        if self.strategy is RoutingStrategy.FIRST:
+            return routes[:1]
         if len(routes) > 1:
             routes.sort(key=lambda r: -r.priority)
             if self.strategy is RoutingStrategy.BY_PRIORITY:

@@ -188,3 +188,22 @@ async def test_overridden_handler_methods_are_honoured_by_the_precomputed_route(
 
     await processor.process(message("p"))
     assert plain == ["p"]
+
+
+def test_routes_of_filterless_handlers_are_fixed_per_type_until_handlers_change() -> None:
+    router = _router(RoutingStrategy.ALL, [])
+    first = router.route(STARTED)
+    assert router.route(STARTED.replace(id="another")) is first  # no per-event list
+    router.register(Recording("late", 50, EventType.SAGA_STARTED, log=[]))
+    assert ids(router, STARTED) == ["late", "high-a", "high-b", "low"]
+    router.unregister("late")
+    assert ids(router, STARTED) == ["high-a", "high-b", "low"]
+
+
+def test_changing_the_strategy_re_routes_fixed_routes() -> None:
+    router = _router(RoutingStrategy.ALL, [])
+    assert ids(router, STARTED) == ["high-a", "high-b", "low"]
+    router.strategy = RoutingStrategy.FIRST
+    assert ids(router, STARTED) == ["low"]
+    router.strategy = "by_priority"
+    assert ids(router, STARTED) == ["high-a", "high-b"]
