@@ -25,7 +25,8 @@ async def nats_suite(url: str, run_id: str, payload: Payload,
     from faststream.nats import NatsBroker as FsNatsBroker
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
     from sagamesh_nats import NatsBroker
-    from sagamesh_nats.codec import encode_headers
+
+    from sagamesh.brokers.nats_wire import encode_headers
 
     prefix = f"BENCH_{run_id}_"
     subject = f"bench.{run_id}"

@@ -10,12 +10,12 @@ letters written by a mount are read by ``DeadLetterQueueHandler`` over the adapt
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..brokers import nats_wire
 from ..errors import ConfigError
 from ..message import Headers, Message
 
@@ -76,33 +76,6 @@ class Binding:
 
 # -- NATS JetStream -------------------------------------------------------------------------
 
-_NATS_INVALID = re.compile(r"[^A-Za-z0-9_-]")
-_NATS_MSG_ID = "Nats-Msg-Id"
-_NATS_KEY = "sagamesh-key"
-_NATS_ESCAPED = "sagamesh-b64:"
-
-
-def nats_safe_name(text: str) -> str:
-    """A valid stream/consumer name, as the sagamesh NATS adapter makes it."""
-    clean = _NATS_INVALID.sub("_", text)
-    if clean != text or len(clean) > 200:
-        digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:8]
-        clean = f"{clean[:200]}_{digest}"
-    return clean
-
-
-def _nats_value(value: str) -> str:
-    if value.startswith(_NATS_ESCAPED):
-        return base64.b64decode(value[len(_NATS_ESCAPED):]).decode()
-    return value
-
-
-def _nats_escape(value: str) -> str:
-    if value != value.strip() or "\r" in value or "\n" in value or \
-            value.startswith(_NATS_ESCAPED):
-        return _NATS_ESCAPED + base64.b64encode(value.encode()).decode()
-    return value
-
 
 class NatsBinding(Binding):
     """JetStream: stream ``{stream_prefix}{topic}`` (the adapter's), durable pull consumer named
@@ -118,7 +91,7 @@ class NatsBinding(Binding):
     def _stream(self, topic: str) -> Any:
         from faststream.nats import JStream
 
-        return JStream(nats_safe_name(f"{self.stream_prefix}{topic}"), subjects=[topic],
+        return JStream(nats_wire.stream_name(self.stream_prefix, topic), subjects=[topic],
                        duplicate_window=120.0)
 
     def subscribe(self, topic: str, group: str, *, ordered: bool, max_workers: int,
@@ -127,7 +100,7 @@ class NatsBinding(Binding):
         from faststream.nats import PullSub
 
         subscriber = self.fs_broker.subscriber(
-            topic, stream=self._stream(topic), durable=nats_safe_name(group),
+            topic, stream=self._stream(topic), durable=nats_wire.safe_name(group),
             pull_sub=PullSub(batch_size=max(1, max_workers)), max_workers=max_workers,
             ack_policy=AckPolicy.MANUAL, decoder=raw_body, title=title,
             description=description)
@@ -135,19 +108,6 @@ class NatsBinding(Binding):
 
     def received(self, message: Any, topic: str) -> Received:
         raw = message.raw_message
-        headers: dict[str, str] = {}
-        message_id = ""
-        key: str | None = None
-        for name, value in (getattr(raw, "headers", None) or message.headers or {}).items():
-            if name == _NATS_MSG_ID:
-                message_id = value
-            elif name == _NATS_KEY:
-                key = _nats_value(value)
-            else:
-                headers[name] = _nats_value(value)
-        recoveries = headers.get(Headers.DLQ_RECOVERIES)
-        if recoveries:
-            message_id = message_id.removesuffix(f"~r{recoveries}")
         attempt, sequence = 1, None
         try:
             metadata = raw.metadata
@@ -155,10 +115,11 @@ class NatsBinding(Binding):
             sequence = int(metadata.sequence.stream)
         except Exception:  # not a JetStream message (FastStream's TestBroker)
             pass
-        if not message_id:
-            message_id = str(sequence) if sequence is not None else message.message_id
-        return (Message(id=message_id, topic=topic, key=key, headers=headers,
-                        body=message.body), attempt, None, sequence)
+        fallback_id = str(sequence) if sequence is not None else message.message_id
+        decoded = nats_wire.decode(topic, message.body,
+                                   getattr(raw, "headers", None) or message.headers,
+                                   fallback_id)
+        return decoded, attempt, None, sequence
 
     def wire_publisher(self, topic: str, *,
                        title: str = "") -> Callable[[Message], Awaitable[None]]:
@@ -166,12 +127,7 @@ class NatsBinding(Binding):
                                              title=title or f"sagamesh:{topic}:publish")
 
         async def publish(message: Message) -> None:
-            headers = {name: _nats_escape(value) for name, value in message.headers.items()}
-            recoveries = message.headers.get(Headers.DLQ_RECOVERIES)
-            headers[_NATS_MSG_ID] = f"{message.id}~r{recoveries}" if recoveries \
-                else message.id
-            if message.key is not None:
-                headers[_NATS_KEY] = _nats_escape(message.key)
+            headers = nats_wire.encode_headers(message)
             await publisher.publish(message.body, headers=headers,
                                     correlation_id=message.id, timeout=10.0)
 

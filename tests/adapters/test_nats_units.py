@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import string
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sagamesh_nats import NatsBroker
-from sagamesh_nats.codec import KEY, MSG_ID, decode, encode_headers
 from sagamesh_nats.naming import check_subject, consumer_name, safe_name, stream_name
 
 from sagamesh.brokers import create_broker
+from sagamesh.brokers.nats_wire import KEY, MSG_ID, decode, encode_headers
 from sagamesh.errors import ConfigError, SerializationError
 from sagamesh.message import Headers, Message
 
@@ -92,3 +93,67 @@ def test_create_broker_finds_the_adapter_by_scheme() -> None:
 def test_header_names_nats_cannot_carry_are_a_serialization_error(name: str) -> None:
     with pytest.raises(SerializationError, match="header name"):
         encode_headers(Message(id="m", topic="t", headers={name: "v"}))
+
+
+class _FakeJetStream:
+    """``publish_async`` as nats-py's: a PubAck future, answered on the next loop turn unless
+    the message id is in ``silent``."""
+
+    def __init__(self, silent: set[str]) -> None:
+        import asyncio
+
+        self._publish_async_pending_semaphore = asyncio.Semaphore(16)
+        self.silent = silent
+
+    async def publish_async(self, subject: str, payload: bytes = b"", wait_stall: Any = None,
+                            headers: dict[str, str] | None = None) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if headers is None or headers[MSG_ID] not in self.silent:
+            loop.call_soon(future.set_result, "ack")
+        return future
+
+
+def _offline_broker(silent: set[str], **options: Any) -> NatsBroker:
+    broker = NatsBroker("nats://127.0.0.1:4222", **options)
+    broker._js = _FakeJetStream(silent)  # type: ignore[assignment]
+    broker._jsm = object()  # type: ignore[assignment]
+    broker._streams["t.x"] = ("S", False)
+    return broker
+
+
+async def test_single_publishes_share_one_puback_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    real_call_at = loop.call_at
+    armed: list[float] = []
+
+    def call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        armed.append(when)
+        return real_call_at(when, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", call_at)  # call_later goes through call_at too
+    broker = _offline_broker(set())
+    for n in range(40):
+        await broker.publish(Message(id=f"m{n}", topic="t.x", body=b"x"))
+    assert len(armed) == 1
+    assert not broker._awaiting_acks
+
+
+async def test_an_unanswered_puback_times_out_between_answered_ones() -> None:
+    from sagamesh.errors import PublishTimeoutError
+
+    broker = _offline_broker({"m1", "m3"}, publish_timeout=0.05)
+    outcomes: list[str | None] = []
+    for n in range(5):
+        try:
+            await broker.publish(Message(id=f"m{n}", topic="t.x", body=b"x"))
+            outcomes.append(None)
+        except PublishTimeoutError as exc:
+            assert "m1" in str(exc) or "m3" in str(exc)
+            outcomes.append("timeout")
+    assert outcomes == [None, "timeout", None, "timeout", None]
+    assert not broker._awaiting_acks

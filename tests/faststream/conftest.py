@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from sagamesh.brokers.nats_wire import stream_name
 from sagamesh.events import SagaEvent
-from sagamesh.faststream.bindings import binding_for, nats_safe_name, raw_body
+from sagamesh.faststream.bindings import binding_for, raw_body
 from sagamesh.message import Message
 from sagamesh.serialization import get_serializer, to_message
 
@@ -46,7 +47,7 @@ class Family:
         if self.name == "nats":
             from faststream.nats import JStream
 
-            fs_broker.subscriber(topic, stream=JStream(nats_safe_name(f"SAGAMESH_{topic}"),
+            fs_broker.subscriber(topic, stream=JStream(stream_name("SAGAMESH_", topic),
                                                        subjects=[topic]),
                                  decoder=raw_body)(handler)
         elif self.name == "rabbitmq":

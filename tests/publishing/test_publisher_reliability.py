@@ -231,12 +231,18 @@ async def test_timer_is_armed_only_for_attempts_that_wait(monkeypatch: pytest.Mo
 
     armed: list[float] = []
     real_finish_within = reliability.finish_within
+    real_finish_by = reliability.finish_by
 
     async def counting(rest: Any, limit: float) -> bool:
         armed.append(limit)
         return await real_finish_within(rest, limit)
 
+    async def counting_first(rest: Any, deadlines: Any) -> bool:  # first attempts
+        armed.append(deadlines.limit)
+        return await real_finish_by(rest, deadlines)
+
     monkeypatch.setattr(reliability, "finish_within", counting)
+    monkeypatch.setattr(reliability, "finish_by", counting_first)
     async with MemoryBroker() as memory:
         publisher = SagaEventPublisher(memory, PublisherConfig(timeout=3.0))
         for _ in range(100):

@@ -9,8 +9,9 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sagamesh._eager import finish_within
+from sagamesh._eager import DeadlineQueue, finish_by, finish_within
 from sagamesh.brokers.base import Capabilities, Health, MessageHandler
+from sagamesh.brokers.nats_wire import encode_headers
 from sagamesh.errors import (
     BrokerUnavailableError,
     ConfigError,
@@ -20,7 +21,6 @@ from sagamesh.errors import (
 )
 from sagamesh.message import Message
 
-from .codec import encode_headers
 from .naming import check_subject, consumer_name, safe_name, stream_name
 from .options import NatsOptions
 from .subscription import NatsSubscription
@@ -65,6 +65,8 @@ class NatsBroker:
         self._stream_tasks: dict[str, asyncio.Task[tuple[str, bool]]] = {}
         self._subs: set[NatsSubscription] = set()
         self._awaiting_acks: set[asyncio.Future[Any]] = set()
+        # single publishes' PubAck waits (all publish_timeout long) share one timer
+        self._ack_deadlines = DeadlineQueue(self.options.publish_timeout)
         self._leases: KeyValue | None = None
         self.lease_ttl = self.options.lease_ttl  # lowered to the lease bucket's TTL if shorter
         self._publishing = 0
@@ -158,10 +160,6 @@ class NatsBroker:
         for future in awaiting:
             if not future.done():
                 future.set_exception(lost)
-
-    def _track(self, future: asyncio.Future[Any]) -> None:
-        self._awaiting_acks.add(future)
-        future.add_done_callback(self._awaiting_acks.discard)
 
     async def _on_reconnected(self) -> None:
         log.info("NATS reconnected to %s", self.url)
@@ -278,38 +276,44 @@ class NatsBroker:
     async def publish(self, message: Message) -> None:
         """Returns once JetStream stored the message (PubAck)."""
         js, _ = self._require_open()
-        self._begin_publish()
-        try:
-            await self._publish_one(js, message)
-        finally:
-            self._end_publish()
-
-    async def _publish_one(self, js: JetStreamContext, message: Message) -> None:
-        from nats.js.errors import NoStreamResponseError
-
-        topic = check_subject(message.topic)
+        topic = message.topic
+        streams = self._streams
+        if topic not in streams:  # a topic with a stream was checked when it got it
+            check_subject(topic)
         headers = encode_headers(message)
         timeout = self.options.publish_timeout
-        for attempt in (1, 2):
-            if topic not in self._streams:
-                await self._stream_for(topic)
-            try:
-                future = await js.publish_async(topic, message.body,
-                                                wait_stall=_stall(js, timeout), headers=headers)
-                self._track(future)
-                # sagamesh's cheap deadline, not asyncio.wait_for (a waiter future, a callback
-                # and a timer per call); on expiry the PubAck future is cancelled.
-                if await finish_within(future, timeout):
-                    raise TimeoutError
-                return
-            except NoStreamResponseError:
-                self._streams.pop(topic, None)  # deleted behind our back: create it again
-                self._stream_tasks.pop(topic, None)
-                if attempt == 2:
-                    raise BrokerUnavailableError(
-                        f"NATS: no JetStream stream answered for {topic!r}") from None
-            except Exception as exc:
-                raise _publish_error(exc, message) from exc
+        self._begin_publish()
+        try:
+            for attempt in (1, 2):
+                if topic not in streams:
+                    await self._stream_for(topic)
+                try:
+                    future = await js.publish_async(topic, message.body,
+                                                    wait_stall=_stall(js, timeout),
+                                                    headers=headers)
+                    awaiting = self._awaiting_acks  # failed at once if the connection drops
+                    awaiting.add(future)
+                    try:
+                        # not asyncio.wait_for (a waiter future, a callback and a timer per
+                        # call) nor a timer of its own: on expiry the PubAck future is
+                        # cancelled.
+                        if await finish_by(future, self._ack_deadlines):
+                            raise TimeoutError
+                    finally:
+                        awaiting.discard(future)
+                    return
+                except Exception as exc:
+                    from nats.js.errors import NoStreamResponseError
+
+                    if not isinstance(exc, NoStreamResponseError):
+                        raise _publish_error(exc, message) from exc
+                    streams.pop(topic, None)  # deleted behind our back: create it again
+                    self._stream_tasks.pop(topic, None)
+                    if attempt == 2:
+                        raise BrokerUnavailableError(
+                            f"NATS: no JetStream stream answered for {topic!r}") from None
+        finally:
+            self._end_publish()
 
     async def publish_many(self, messages: Sequence[Message]) -> list[Exception | None]:
         """Fire every publish at once (bounded by ``max_pending_publishes`` PubAcks in flight),
@@ -341,8 +345,8 @@ class NatsBroker:
         sending = True  # every PubAck may arrive while later messages still wait for the window
 
         def acked(future: asyncio.Future[Any]) -> None:
-            # One callback per PubAck does what _track and asyncio.wait would do with two
-            # (each done callback is a loop handle: ~1 us per message).
+            # One callback per PubAck does what tracking it in a set and asyncio.wait would
+            # do with two (each done callback is a loop handle: ~1 us per message).
             nonlocal unacked
             awaiting.discard(future)
             unacked -= 1

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from sagamesh._eager import DONE, step
 from sagamesh.brokers.base import MessageHandler
+from sagamesh.brokers.nats_wire import decode
 from sagamesh.errors import BrokerUnavailableError
 from sagamesh.message import Message
 
-from .codec import decode
 from .lease import GroupLease
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from ..._eager import DONE, finish_within, step
+from ..._eager import DONE, DeadlineQueue, finish_by, finish_within, step
 from ...dlq_message import dead_letter
 from ...errors import InvalidEventError, PublishTimeoutError, SerializationError
 from ...retry import RetryPolicy, is_retryable_error
@@ -38,7 +38,7 @@ def _reason(error: BaseException) -> str:
 
 class ReliabilityStage:
     name = "reliability"
-    __slots__ = ("_clock", "_deadline", "_dlq_topic", "_metrics", "_policy", "_sleep",
+    __slots__ = ("_clock", "_deadline", "_dlq_topic", "_first", "_metrics", "_policy", "_sleep",
                  "_timeout")
 
     def __init__(
@@ -59,6 +59,11 @@ class ReliabilityStage:
         self._metrics = metrics
         self._sleep = sleep
         self._clock = clock
+        # Every first attempt gets the same limit, so their deadlines share one timer.
+        first = attempt_timeout
+        if confirm_deadline is not None and confirm_deadline < first:
+            first = confirm_deadline
+        self._first = DeadlineQueue(first)
 
     async def _attempt(self, pub: Publication, call_next: CallNext, limit: float) -> None:
         """One attempt; afterwards ``pub.results`` holds one entry per message."""
@@ -71,13 +76,14 @@ class ReliabilityStage:
             if len(pub.results) != len(pub.messages):  # a stage swallowed the call: no news
                 pub.results = [None] * len(pub.messages)
             return
-        await self._finish(pub, rest, limit)
+        await self._finish(pub, finish_within(rest, limit), limit)
 
-    async def _finish(self, pub: Publication, rest: Awaitable[object], limit: float) -> None:
-        """The attempt had to wait: await the rest of it under the per-attempt timeout
-        (armed only now, so attempts that never wait cost no timer)."""
+    async def _finish(self, pub: Publication, waiting: Awaitable[bool], limit: float) -> None:
+        """The attempt had to wait: ``waiting`` awaits the rest of it under the per-attempt
+        timeout (armed only now, so attempts that never wait cost no timer) and tells whether
+        that expired."""
         try:
-            expired = await finish_within(rest, limit)
+            expired = await waiting
         except Exception as exc:
             pub.results = [exc] * len(pub.messages)
             return
@@ -106,10 +112,8 @@ class ReliabilityStage:
                     self._metrics.succeeded_messages += len(pub.messages)
                     return
             else:
-                limit = self._timeout
-                if self._deadline is not None and self._deadline < limit:
-                    limit = self._deadline
-                await self._finish(pub, rest, limit)
+                first = self._first
+                await self._finish(pub, finish_by(rest, first), first.limit)
                 if not any(pub.results):
                     self._metrics.succeeded_messages += len(pub.results)
                     return

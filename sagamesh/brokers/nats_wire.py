@@ -1,4 +1,6 @@
-"""Message <-> NATS headers and payload.
+"""Message <-> NATS headers and payload, and NATS names: the wire contract that the
+``sagamesh_nats`` adapter and FastStream mounts (:mod:`sagamesh.faststream.bindings`) share, so
+either side reads what the other wrote. Pure: no NATS client is imported.
 
 The id travels as ``Nats-Msg-Id`` (JetStream de-duplicates on it), the key as
 ``sagamesh-key``. Header values NATS would alter (surrounding whitespace, line breaks) are
@@ -8,6 +10,7 @@ base64-encoded behind a marker so every value survives byte for byte.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 
 from sagamesh.errors import SerializationError
@@ -22,6 +25,29 @@ _VALID_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII except ':' (RFC 7230 f
 _KNOWN_NAMES = frozenset(
     value for name, value in vars(Headers).items()
     if name.isupper() and isinstance(value, str) and _VALID_NAME.fullmatch(value))
+
+
+# Stream and consumer names may not hold '.', '*', '>', whitespace or path separators.
+_INVALID_NAME = re.compile(r"[^A-Za-z0-9_-]")
+_MAX_NAME = 200
+
+
+def name_digest(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:8]
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a valid stream/consumer name; a hash suffix keeps names distinct when
+    characters changed."""
+    clean = _INVALID_NAME.sub("_", text)
+    if clean != text or len(clean) > _MAX_NAME:
+        clean = f"{clean[:_MAX_NAME]}_{name_digest(text)}"
+    return clean
+
+
+def stream_name(prefix: str, topic: str) -> str:
+    """The stream of ``topic`` (one per topic unless the adapter shares one)."""
+    return safe_name(f"{prefix}{topic}")
 
 
 def _needs_escape(value: str) -> bool:
