@@ -109,6 +109,7 @@ class SagaCoordinator:
         if self.lease_ttl <= 0:
             raise ValueError("lease_ttl must be positive")
         self._lease_delta = timedelta(seconds=self.lease_ttl)
+        self._lease_floor = self.lease_ttl / 2
         self.recovery_interval = (
             None if recovery_interval is None else require_seconds(recovery_interval)
         )
@@ -259,7 +260,9 @@ class SagaCoordinator:
             if existing is not None:
                 return existing
         await self._acquire_slot()
+        loop = asyncio.get_running_loop()
         try:
+            leased_at = loop.time()  # the lease runs from here, as in storage (not from the write)
             now = utcnow()
             instance = SagaInstance(
                 id=saga_id or self._new_id(),
@@ -276,8 +279,7 @@ class SagaCoordinator:
                 lease_owner=self.instance_id,
                 lease_expires_at=now + self._lease_delta,
             )
-            loop = asyncio.get_running_loop()
-            deadline = None if plan.timeout is None else loop.time() + plan.timeout
+            deadline = None if plan.timeout is None else leased_at + plan.timeout
             run = Run(plan, instance, data, deadline)
             self._emit(
                 run,
@@ -302,7 +304,7 @@ class SagaCoordinator:
         except BaseException:
             self._slots.release()
             raise
-        run.lease_deadline = loop.time() + self.lease_ttl
+        run.lease_deadline = leased_at + self.lease_ttl
         self._c.total += 1
         self._spawn(run)
         await self._flush(run)
@@ -480,10 +482,12 @@ class SagaCoordinator:
             return None
         self._adopting.add(saga_id)
         try:
+            asked = asyncio.get_running_loop().time()
             leased = await self.storage.acquire_lease(saga_id, self.instance_id, self.lease_ttl)
             if leased is None or leased.is_terminal or self._closed or saga_id in self._runs:
                 return None
             run = await self._rebuild(plan, leased)
+            run.lease_deadline = asked + self.lease_ttl
             run.needs_slot = True
             reason = self._pending_cancels.pop(saga_id, None)
             if reason is not None:
@@ -505,7 +509,6 @@ class SagaCoordinator:
         codec = plan.data_codec(saga.current_step)
         data = saga.data if self._objects else codec.load(saga.data)
         run = Run(plan, saga, data, deadline)
-        run.lease_deadline = loop.time() + self.lease_ttl
         records = {s.step_index: s for s in await self.storage.get_step_states(saga.id)}
         n = len(plan.steps)
         compensating = saga.state is SagaState.COMPENSATING
@@ -676,6 +679,7 @@ class SagaCoordinator:
         policy = ps.policy
         first = run.attempt_base.pop(ps.index, 1) if run.attempt_base else 1
         attempt = first
+        loop = asyncio.get_running_loop()
         while True:
             ctx = StepContext(
                 run.id, ps.id, attempt, ps.index, run.plan.id, False, run.instance.metadata
@@ -693,11 +697,13 @@ class SagaCoordinator:
             )
             if run.pending and self._outbox is None:  # skip the coroutine when idle
                 await self._flush(run)
-            began = time.perf_counter()
             workers = self._workers
             if not workers.try_acquire():
                 await workers.acquire()
+            began = time.perf_counter()
             try:
+                if run.lease_deadline - loop.time() < self._lease_floor:
+                    await self._hold(run)
                 if ps.timeout is None and run.deadline is None:
                     output = await ps.execute(ctx, data)
                 else:
@@ -901,9 +907,12 @@ class SagaCoordinator:
         attempt = 1
         self._emit(run, EventType.COMPENSATION_STEP_STARTED, step_id=ps.id, attempt=1)
         await self._flush(run)
+        loop = asyncio.get_running_loop()
         while True:
             ctx = StepContext(run.id, ps.id, attempt, ps.index, run.plan.id, True,
                               run.instance.metadata)
+            if run.lease_deadline - loop.time() < self._lease_floor:
+                await self._hold(run)
             began = time.perf_counter()
             try:
                 if timeout is None:
@@ -1028,15 +1037,16 @@ class SagaCoordinator:
         if run.lost:
             raise asyncio.CancelledError
         instance = run.instance
-        if now is None:
-            now = utcnow()
-        instance.updated_at = now
+        # the lease runs from this write, not from ``now`` (which may be older)
+        leased_at = asyncio.get_running_loop().time()
+        written = utcnow()
+        instance.updated_at = written if now is None else now
         if release:
             instance.lease_owner = None
             instance.lease_expires_at = None
         else:
             instance.lease_owner = self.instance_id
-            instance.lease_expires_at = now + self._lease_delta
+            instance.lease_expires_at = written + self._lease_delta
         run.writing = True
         try:
             if self._outbox is not None:
@@ -1045,7 +1055,7 @@ class SagaCoordinator:
                 await self.storage.save_saga(instance)
         finally:
             run.writing = False
-        run.lease_deadline = asyncio.get_running_loop().time() + self.lease_ttl
+        run.lease_deadline = leased_at + self.lease_ttl
         if run.pending and self._outbox is None:  # skip the coroutine when idle
             await self._flush(run)
 
@@ -1083,9 +1093,21 @@ class SagaCoordinator:
             except Exception:
                 log.warning("periodic saga recovery failed", exc_info=True)
 
+    async def _hold(self, run: Run) -> None:
+        """Renew before an attempt when under half the lease is left: the attempt must not
+        outlive the lease, or a coordinator adopting the saga would run the same step at once.
+        A renewal that fails leaves the saga (``CancelledError``)."""
+        if run.renewing is not None:
+            await run.renewing
+        else:
+            await self._renew(run)
+        if run.lost:
+            raise asyncio.CancelledError
+
     async def _renew(self, run: Run) -> None:
         loop = asyncio.get_running_loop()
         run.renewing = loop.create_future()
+        asked = loop.time()
         try:
             leased = await self.storage.acquire_lease(run.id, self.instance_id, self.lease_ttl)
         except Exception:
@@ -1100,7 +1122,7 @@ class SagaCoordinator:
                 run.instance.version = leased.version
                 run.instance.lease_owner = leased.lease_owner
                 run.instance.lease_expires_at = leased.lease_expires_at
-                run.lease_deadline = loop.time() + self.lease_ttl
+                run.lease_deadline = asked + self.lease_ttl
         finally:
             waiter, run.renewing = run.renewing, None
             if waiter is not None and not waiter.done():

@@ -383,3 +383,137 @@ async def test_recovery_adopts_many_sagas_once_each() -> None:
     assert len(after.calls) == 300 and after.peak == 1
     assert b.get_metrics().recovered_sagas == 100
     await b.close()
+
+
+class SlowStepWrites(MemoryStateStorage):
+    """Storage whose step records take ``delay`` to write (a slow or distant database)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def save_step_state(self, state: StepState) -> None:
+        await asyncio.sleep(self.delay)
+        await super().save_step_state(state)
+
+
+def _lease_left(storage: MemoryStateStorage, saga_id: str) -> float:
+    stored = storage._sagas[saga_id]
+    assert stored.lease_expires_at is not None
+    return (stored.lease_expires_at - datetime.now(UTC)).total_seconds()
+
+
+async def test_a_slow_write_does_not_shorten_the_lease_a_step_runs_on() -> None:
+    """The lease a write extends runs from the write, not from when the previous step ended:
+    otherwise a step started after a slow write has almost no lease left, another coordinator
+    adopts the saga and runs the same step at the same time."""
+    ttl = 0.5
+    storage = SlowStepWrites(delay=0.3)
+    spans: list[tuple[str, float, float]] = []
+    left: list[float] = []
+
+    def make(owner: str) -> SagaDefinition:
+        async def quick(ctx: StepContext, data: Any) -> Any:
+            return data
+
+        async def slow(ctx: StepContext, data: Any) -> Any:
+            left.append(_lease_left(storage, ctx.saga_id))
+            began = asyncio.get_running_loop().time()
+            try:
+                await asyncio.sleep(0.25)
+            finally:
+                spans.append((owner, began, asyncio.get_running_loop().time()))
+            return data
+
+        return SagaDefinition("slow-writes", steps=[step("one", quick), step("two", slow)])
+
+    a, _ = make_coordinator(storage, instance_id="A", lease_ttl=ttl)
+    b, _ = make_coordinator(storage, instance_id="B", lease_ttl=ttl, definitions=[make("B")])
+    instance = await a.start_saga(make("A"), 1)
+
+    async def contend() -> None:  # B adopts the moment A's lease runs out
+        while True:
+            await b.recover()
+            await asyncio.sleep(0.005)
+
+    contender = asyncio.create_task(contend())
+    try:
+        final = await a.wait_for_completion(instance.id, timeout=5)
+    finally:
+        contender.cancel()
+    assert final is not None and final.state is SagaState.COMPLETED
+    assert [owner for owner, _, _ in spans] == ["A"]  # nobody else ran step two
+    assert left and left[0] > ttl * 0.8  # it started on a whole lease, not what the write left
+    assert a.get_metrics().lost_leases == 0
+    await asyncio.gather(a.close(), b.close())
+
+
+async def _run_alone(storage: MemoryStateStorage, definition: SagaDefinition,
+                    ttl: float) -> SagaInstance:
+    a, _ = make_coordinator(storage, instance_id="A", lease_ttl=ttl)
+    instance = await a.start_saga(definition, 1)
+    final = await a.wait_for_completion(instance.id, timeout=5)
+    await a.close()
+    assert final is not None
+    return final
+
+
+async def test_an_attempt_never_starts_on_a_lease_about_to_run_out() -> None:
+    """A step that blocked the event loop (so the lease keeper could not run) and failed is
+    retried only after the lease is renewed: every attempt starts with at least half a TTL."""
+    import time
+
+    from sagamesh.errors import RetryableError
+    from sagamesh.retry import FixedDelayRetryPolicy
+
+    ttl = 0.5
+    storage = MemoryStateStorage()
+    left: list[float] = []
+
+    async def blocking(ctx: StepContext, data: Any) -> Any:
+        left.append(_lease_left(storage, ctx.saga_id))
+        if ctx.attempt == 1:
+            time.sleep(ttl * 0.8)  # noqa: ASYNC251 - the point: nothing else runs meanwhile
+            raise RetryableError("flaky after a long blocking call")
+        return data
+
+    definition = SagaDefinition(
+        "blocked",
+        steps=[step("pay", blocking)],
+        retry_policy=FixedDelayRetryPolicy(max_attempts=2, delay=0.0),
+    )
+    assert (await _run_alone(storage, definition, ttl)).state is SagaState.COMPLETED
+    assert len(left) == 2
+    assert left[1] >= ttl / 2, left  # renewed before the retry, not ttl * 0.2 as left over
+
+
+async def test_a_compensation_never_starts_on_a_lease_about_to_run_out() -> None:
+    import time
+
+    from sagamesh.errors import BusinessError, RetryableError
+    from sagamesh.retry import FixedDelayRetryPolicy
+
+    ttl = 0.5
+    storage = MemoryStateStorage()
+    left: list[float] = []
+
+    async def book(ctx: StepContext, data: Any) -> Any:
+        return data
+
+    async def unbook(ctx: StepContext, data: Any) -> None:
+        left.append(_lease_left(storage, ctx.saga_id))
+        if ctx.attempt == 1:
+            time.sleep(ttl * 0.8)  # noqa: ASYNC251 - blocks the lease keeper too
+            raise RetryableError("flaky after a long blocking call")
+
+    async def pay(ctx: StepContext, data: Any) -> Any:
+        raise BusinessError("declined", "card declined")
+
+    definition = SagaDefinition(
+        "declined",
+        steps=[step("book", book, unbook), step("pay", pay)],
+        retry_policy=FixedDelayRetryPolicy(max_attempts=2, delay=0.0),
+    )
+    assert (await _run_alone(storage, definition, ttl)).state is SagaState.COMPENSATED
+    assert len(left) == 2
+    assert left[1] >= ttl / 2, left  # renewed before the second attempt
