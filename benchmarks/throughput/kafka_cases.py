@@ -27,7 +27,8 @@ async def kafka_suite(bootstrap: str, run_id: str, payload: Payload,
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from faststream.kafka import KafkaBroker as FsKafkaBroker
     from sagamesh_kafka import KafkaBroker
-    from sagamesh_kafka._codec import record_headers, record_key
+
+    from sagamesh.brokers.kafka_wire import record_headers, record_key
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -10,12 +10,10 @@ letters written by a mount are read by ``DeadLetterQueueHandler`` over the adapt
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..brokers import nats_wire
+from ..brokers import amqp_wire, kafka_wire, nats_wire
 from ..errors import ConfigError
 from ..message import Headers, Message
 
@@ -27,19 +25,6 @@ async def raw_body(message: Any) -> bytes:
     """FastStream decoder keeping the body as bytes (sagamesh decodes by content-type)."""
     body: bytes = message.body
     return body
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    return value if isinstance(value, str) else str(value)
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(_text(value)) if value is not None else default
-    except ValueError:
-        return default
 
 
 class Binding:
@@ -145,28 +130,6 @@ class NatsBinding(Binding):
 
 # -- RabbitMQ -------------------------------------------------------------------------------
 
-_AMQP_KEY = "x-sagamesh-key"
-_AMQP_TOPIC = "x-sagamesh-topic"
-_AMQP_ATTEMPT = "x-sagamesh-attempt"
-_AMQP_COUNT = "x-delivery-count"
-_AMQP_TRANSPORT = frozenset({
-    _AMQP_KEY, _AMQP_TOPIC, _AMQP_ATTEMPT, _AMQP_COUNT, "x-death",
-    "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
-    "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason",
-})
-_AMQP_NAME = re.compile(r"[a-zA-Z0-9\-_.:@#,/+ ]*")
-_AMQP_BAD = re.compile(r"[^a-zA-Z0-9\-_.:@#,/+ ]")
-
-
-def amqp_group_queue(exchange: str, topic: str, group: str) -> str:
-    """The group's durable queue, named as the sagamesh RabbitMQ adapter names it."""
-    name = f"{exchange}:{topic}:{group}"
-    if len(name.encode()) <= 255 and _AMQP_NAME.fullmatch(name):
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:16]
-    return f"{_AMQP_BAD.sub('_', name)[:238]}+{digest}"
-
-
 class RabbitBinding(Binding):
     """A durable topic exchange (``sagamesh`` by default, the adapter's) and one durable queue
     per group and topic (single active consumer when ordered), shared with ``EventConsumer``
@@ -189,7 +152,7 @@ class RabbitBinding(Binding):
         from faststream.rabbit import Channel, RabbitQueue
 
         arguments: Any = {"x-single-active-consumer": True} if ordered else None
-        queue = RabbitQueue(amqp_group_queue(self.exchange_name, topic, group), durable=True,
+        queue = RabbitQueue(amqp_wire.group_queue(self.exchange_name, topic, group), durable=True,
                             routing_key=topic, arguments=arguments)
         # aio-pika runs every delivery of a channel as its own task: in ordered mode one
         # unacknowledged message at a time is the only way FastStream keeps the queue order.
@@ -200,25 +163,8 @@ class RabbitBinding(Binding):
         return subscriber(handler)
 
     def received(self, message: Any, topic: str) -> Received:
-        raw = message.raw_message
-        amqp_headers = getattr(raw, "headers", None) or message.headers or {}
-        headers = {name: _text(value) for name, value in amqp_headers.items()
-                   if name not in _AMQP_TRANSPORT}
-        content_type = getattr(raw, "content_type", None)
-        if content_type and Headers.CONTENT_TYPE not in headers:
-            headers[Headers.CONTENT_TYPE] = content_type
-        attempt = _int(amqp_headers.get(_AMQP_ATTEMPT), 1)
-        returned = amqp_headers.get(_AMQP_COUNT)
-        if returned is not None:
-            attempt += _int(returned, 0)
-        elif getattr(raw, "redelivered", False):
-            attempt += 1
-        key = amqp_headers.get(_AMQP_KEY)
-        original = amqp_headers.get(_AMQP_TOPIC)
-        message_id = getattr(raw, "message_id", None) or message.message_id
-        return (Message(id=message_id, topic=_text(original) if original else topic,
-                        key=_text(key) if key is not None else None, headers=headers,
-                        body=message.body), attempt, None, None)
+        decoded, attempt = amqp_wire.decode(message.raw_message)
+        return decoded, attempt, None, None
 
     def wire_publisher(self, topic: str, *,
                        title: str = "") -> Callable[[Message], Awaitable[None]]:
@@ -229,12 +175,9 @@ class RabbitBinding(Binding):
                                              title=title or f"sagamesh:{topic}:publish")
 
         async def publish(message: Message) -> None:
-            headers: dict[str, Any] = dict(message.headers)
-            if message.key is not None:
-                headers[_AMQP_KEY] = message.key
-            await publisher.publish(message.body, headers=headers, message_id=message.id,
-                                    content_type=message.headers.get(Headers.CONTENT_TYPE),
-                                    correlation_id=message.id)
+            await publisher.publish(message.body, headers=amqp_wire.wire_headers(message),
+                                    message_id=message.id, correlation_id=message.id,
+                                    content_type=message.headers.get(Headers.CONTENT_TYPE))
 
         return publish
 
@@ -246,8 +189,6 @@ class RabbitBinding(Binding):
 
 
 # -- Kafka ----------------------------------------------------------------------------------
-
-_KAFKA_ID = "sagamesh-message-id"
 
 
 class KafkaBinding(Binding):
@@ -268,29 +209,14 @@ class KafkaBinding(Binding):
 
     def received(self, message: Any, topic: str) -> Received:
         raw = message.raw_message
-        headers: dict[str, str] = {}
-        message_id = ""
-        for name, value in getattr(raw, "headers", None) or ():
-            text = _text(value) if value is not None else ""
-            if name == _KAFKA_ID:
-                message_id = text
-            else:
-                headers[name] = text
-        partition = getattr(raw, "partition", None)
-        offset = getattr(raw, "offset", None)
-        if not message_id:
-            message_id = f"{topic}-{partition}-{offset}"
-        key = getattr(raw, "key", None)
-        return (Message(id=message_id, topic=getattr(raw, "topic", None) or topic,
-                        key=_text(key) if key is not None else None, headers=headers,
-                        body=message.body), 1, partition, offset)
+        return kafka_wire.from_record(raw), 1, raw.partition, raw.offset
 
     def wire_publisher(self, topic: str, *,
                        title: str = "") -> Callable[[Message], Awaitable[None]]:
         publisher = self.fs_broker.publisher(topic, title=title or f"sagamesh:{topic}:publish")
 
         async def publish(message: Message) -> None:
-            headers = {_KAFKA_ID: message.id, **message.headers}
+            headers = {**message.headers, kafka_wire.ID_HEADER: message.id}  # as the adapter
             await publisher.publish(message.body, key=message.key.encode()
                                     if message.key is not None else None, headers=headers,
                                     correlation_id=message.id)

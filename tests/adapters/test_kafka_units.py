@@ -13,12 +13,12 @@ from aiokafka import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 from sagamesh_kafka import ID_HEADER, KafkaBroker
-from sagamesh_kafka._codec import from_record, record_headers, record_key
 from sagamesh_kafka._dispatch import Dispatcher, Item
 from sagamesh_kafka._offsets import PartitionOffsets
 from sagamesh_kafka._options import check_topic
 
 from sagamesh.brokers import create_broker
+from sagamesh.brokers.kafka_wire import from_record, record_headers, record_key
 from sagamesh.errors import BrokerUnavailableError, ConfigError
 from sagamesh.message import Message
 

@@ -1,7 +1,8 @@
 """sagamesh broker adapter for Kafka (aiokafka): ``create_broker("kafka://host:9092")``."""
 
+from sagamesh.brokers.kafka_wire import ID_HEADER
+
 from ._broker import KafkaBroker
-from ._codec import ID_HEADER
 from ._options import KafkaOptions
 from ._subscription import KafkaDelivery, KafkaSubscription
 

@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from sagamesh.brokers.base import BrokerTransaction, Capabilities, Health, MessageHandler
+from sagamesh.brokers.kafka_wire import record_headers, record_key
 from sagamesh.errors import BrokerUnavailableError, ConfigError, TransactionError
 from sagamesh.message import Message
 
-from ._codec import record_headers, record_key
 from ._errors import map_publish_error
 from ._options import KafkaOptions, build_options, check_topic, parse_url
 from ._subscription import KafkaSubscription

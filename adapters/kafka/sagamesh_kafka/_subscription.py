@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
 
 from sagamesh.brokers.base import MessageHandler
+from sagamesh.brokers.kafka_wire import from_record
 from sagamesh.errors import BrokerUnavailableError
 
-from ._codec import from_record
 from ._dispatch import RUNNING, Dispatcher, Item
 from ._offsets import PartitionOffsets
 from ._options import KafkaOptions

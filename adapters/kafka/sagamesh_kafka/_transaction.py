@@ -10,10 +10,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from sagamesh.brokers.kafka_wire import record_headers, record_key
 from sagamesh.errors import TransactionError
 from sagamesh.message import Message
 
-from ._codec import record_headers, record_key
 from ._options import KafkaOptions, check_topic
 
 log = logging.getLogger(__name__)

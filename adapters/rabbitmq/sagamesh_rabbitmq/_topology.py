@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 import uuid
 
-_MAX_NAME = 255  # bytes, an AMQP short string
-# What the AMQP client library accepts in queue and exchange names (pamqp's domain check).
-_ALLOWED = re.compile(r"[a-zA-Z0-9\-_.:@#,/+ ]*")
-_DISALLOWED = re.compile(r"[^a-zA-Z0-9\-_.:@#,/+ ]")
+from sagamesh.brokers.amqp_wire import fit_name, group_queue, valid_name
 
-
-def valid_name(name: str) -> bool:
-    return len(name.encode()) <= _MAX_NAME and _ALLOWED.fullmatch(name) is not None
-
-
-def _fit(name: str) -> str:
-    """``name`` if AMQP accepts it; otherwise a legal, still-unique rendering of it."""
-    if valid_name(name):
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:16]
-    safe = _DISALLOWED.sub("_", name)[: _MAX_NAME - 17]
-    return f"{safe}+{digest}"
-
-
-def group_queue(exchange: str, topic: str, group: str) -> str:
-    """The durable queue of consumer ``group`` on ``topic`` (shared by the group's members)."""
-    return _fit(f"{exchange}:{topic}:{group}")
-
+__all__ = ["group_queue", "valid_name"]
 
 def anonymous_queue(exchange: str, topic: str) -> str:
     """A private queue for a subscription without a group (exclusive, deleted with it)."""
-    return _fit(f"{exchange}:{topic}:@anon-{uuid.uuid4().hex[:12]}")
+    return fit_name(f"{exchange}:{topic}:@anon-{uuid.uuid4().hex[:12]}")
 
 
 def delay_bucket_ms(delay: float) -> int:
@@ -50,7 +28,7 @@ def delay_bucket_ms(delay: float) -> int:
 
 
 def delay_queue(target: str, ms: int) -> str:
-    return _fit(f"{target}:delay:{ms}ms")
+    return fit_name(f"{target}:delay:{ms}ms")
 
 
 def delay_arguments(target: str, ms: int, margin_ms: int) -> dict[str, object]:

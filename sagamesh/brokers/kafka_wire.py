@@ -1,4 +1,9 @@
-"""Message ↔ Kafka record: the key partitions, the id travels in a header, headers stay intact."""
+"""Message <-> Kafka record: the wire contract that the ``sagamesh_kafka`` adapter and FastStream
+mounts (:mod:`sagamesh.faststream.bindings`) share, so either side reads what the other wrote.
+Pure: no Kafka client is imported.
+
+The key partitions, the id travels in a header, headers stay intact.
+"""
 
 from __future__ import annotations
 
