@@ -63,6 +63,7 @@ class Run:
         "meta",
         "needs_slot",
         "now",
+        "now_at",
         "pending",
         "plan",
         "renewing",
@@ -95,6 +96,7 @@ class Run:
         self.lease_deadline = 0.0
         # timestamps shared by the records and events of one transition (one clock read each)
         self.now = instance.updated_at
+        self.now_at = 0.0
         self.step_started = instance.updated_at
 
 

@@ -672,7 +672,7 @@ class SagaCoordinator:
             instance.current_step = instance.completed_steps = index
             instance.data = stored
             if index < n:
-                await self._persist(run, now=run.now)
+                await self._persist(run, now=run.now, at=run.now_at)
 
     async def _execute(self, run: Run, ps: PlannedStep, data: Any) -> tuple[Any, int, Any]:
         """Run one step with its retries: (output, attempt that succeeded, output as stored)."""
@@ -753,6 +753,7 @@ class SagaCoordinator:
                 raise
             workers.release()
             self._c.steps += 1
+            run.now_at = loop.time()  # the same instant on the loop's clock (leases)
             run.now = utcnow()
             self._emit(
                 run,
@@ -1029,24 +1030,27 @@ class SagaCoordinator:
     # -- persistence and leases -----------------------------------------------------------------
 
     async def _persist(
-        self, run: Run, *, release: bool = False, now: datetime | None = None
+        self, run: Run, *, release: bool = False, now: datetime | None = None, at: float = 0.0
     ) -> None:
-        """Write the saga (version-fenced), extending or releasing this coordinator's lease."""
+        """Write the saga (version-fenced), extending or releasing this coordinator's lease.
+
+        ``now`` (read at loop time ``at``) stamps the write; the lease runs from that instant
+        on both clocks, never from after the write returns."""
         if run.renewing is not None:
             await run.renewing
         if run.lost:
             raise asyncio.CancelledError
         instance = run.instance
-        # the lease runs from this write, not from ``now`` (which may be older)
-        leased_at = asyncio.get_running_loop().time()
-        written = utcnow()
-        instance.updated_at = written if now is None else now
+        if now is None:
+            at = asyncio.get_running_loop().time()
+            now = utcnow()
+        instance.updated_at = now
         if release:
             instance.lease_owner = None
             instance.lease_expires_at = None
         else:
             instance.lease_owner = self.instance_id
-            instance.lease_expires_at = written + self._lease_delta
+            instance.lease_expires_at = now + self._lease_delta
         run.writing = True
         try:
             if self._outbox is not None:
@@ -1055,7 +1059,7 @@ class SagaCoordinator:
                 await self.storage.save_saga(instance)
         finally:
             run.writing = False
-        run.lease_deadline = leased_at + self.lease_ttl
+        run.lease_deadline = at + self.lease_ttl
         if run.pending and self._outbox is None:  # skip the coroutine when idle
             await self._flush(run)
 
