@@ -672,7 +672,7 @@ class SagaCoordinator:
             instance.current_step = instance.completed_steps = index
             instance.data = stored
             if index < n:
-                await self._persist(run, now=run.now, at=run.now_at)
+                await self._persist(run, stamped=True)
 
     async def _execute(self, run: Run, ps: PlannedStep, data: Any) -> tuple[Any, int, Any]:
         """Run one step with its retries: (output, attempt that succeeded, output as stored)."""
@@ -1030,18 +1030,21 @@ class SagaCoordinator:
     # -- persistence and leases -----------------------------------------------------------------
 
     async def _persist(
-        self, run: Run, *, release: bool = False, now: datetime | None = None, at: float = 0.0
+        self, run: Run, *, release: bool = False, stamped: bool = False
     ) -> None:
         """Write the saga (version-fenced), extending or releasing this coordinator's lease.
 
-        ``now`` (read at loop time ``at``) stamps the write; the lease runs from that instant
-        on both clocks, never from after the write returns."""
+        ``stamped``: the write takes the transition's clock reads (``run.now``, read at loop
+        time ``run.now_at``) instead of its own. Either way the lease runs from that instant on
+        both clocks, never from after the write returns."""
         if run.renewing is not None:
             await run.renewing
         if run.lost:
             raise asyncio.CancelledError
         instance = run.instance
-        if now is None:
+        if stamped:
+            now, at = run.now, run.now_at
+        else:
             at = asyncio.get_running_loop().time()
             now = utcnow()
         instance.updated_at = now

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sagamesh.brokers.amqp_wire import decode, wire_headers
+from sagamesh.brokers.amqp_wire import wire_headers
 from sagamesh.message import Headers, Message
 
 if TYPE_CHECKING:
     from pamqp.commands import Basic
-
-__all__ = ["decode", "properties"]
 
 PERSISTENT = 2
 

@@ -24,10 +24,11 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from sagamesh.brokers.amqp_wire import decode
 from sagamesh.brokers.base import MessageHandler
 from sagamesh.message import Message
 
-from ._codec import decode, properties
+from ._codec import properties
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
