@@ -450,3 +450,49 @@ async def test_room_waits_until_the_buffer_drained_to_the_mark() -> None:
     await _settle_soon()
     assert waiter.done() and len(d.live) == 5
     d.close()
+
+
+class CommitOnCue:
+    """A consumer whose commit finishes when the test says so (no broker)."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.started = asyncio.Event()
+        self.finish: asyncio.Future[None] | None = None
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.finish = asyncio.get_running_loop().create_future()
+        self.started.set()
+        await self.finish
+
+
+async def test_cancelling_the_commit_loop_as_a_commit_completes_still_stops_it() -> None:
+    """asyncio.wait_for (3.11) returns the result when the awaited work completes in the same
+    turn as the cancellation and drops the cancellation: close() then waited forever for the
+    commit loop (seen: the documented Kafka example hung in sub.close())."""
+    from sagamesh_kafka._options import KafkaOptions
+    from sagamesh_kafka._subscription import KafkaSubscription
+
+    async def handler(delivery: object) -> None:
+        return None
+
+    tp = TopicPartition("t", 0)
+    sub = KafkaSubscription(bootstrap=["127.0.0.1:1"], options=KafkaOptions(commit_interval=0.01),
+                            topic="t", handler=handler, group="g", max_in_flight=1,
+                            ordered=False, on_close=lambda _: None)
+    consumer = CommitOnCue(tp)
+    sub._consumer = consumer  # type: ignore[assignment]
+    offsets = sub._offsets[tp] = PartitionOffsets(1)
+    offsets.add(5)
+    offsets.settle(5)  # something to commit
+    loop_task = asyncio.create_task(sub._commit_loop())
+    await asyncio.wait_for(consumer.started.wait(), 5)
+    assert consumer.finish is not None
+    consumer.finish.set_result(None)  # the commit completes ...
+    loop_task.cancel()  # ... in the very turn the loop is cancelled
+    done, _ = await asyncio.wait({loop_task}, timeout=2)
+    assert done, "the commit loop went on after its cancellation"
+    assert loop_task.cancelled()

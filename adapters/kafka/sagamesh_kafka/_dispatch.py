@@ -265,5 +265,7 @@ class _Signal:
     async def wait(self, within: float) -> None:
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
+        # not asyncio.wait_for: on 3.11 it can swallow a cancellation arriving with the wake-up
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._future), within)
+            async with asyncio.timeout(within):
+                await asyncio.shield(self._future)

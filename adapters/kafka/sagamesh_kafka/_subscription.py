@@ -189,7 +189,7 @@ class KafkaSubscription:
         keepalive = self._options.max_poll_interval / 3
         polled = loop.time()
         paused = False
-        while True:
+        while not self._closed:
             try:
                 room = self._limit - len(dispatch.live)
                 if room <= 0:
@@ -265,7 +265,7 @@ class KafkaSubscription:
     # -- commits and rebalances -------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
-        while True:
+        while not self._closed:  # also ends a loop whose cancellation something swallowed
             await asyncio.sleep(self._options.commit_interval)
             await self._commit()
 
@@ -287,7 +287,10 @@ class KafkaSubscription:
             return
         within = self._options.request_timeout if within is None else within
         try:
-            await asyncio.wait_for(self._consumer.commit(commit), within)
+            # not asyncio.wait_for: on 3.11 it swallows a cancellation that arrives as the
+            # commit completes, and close() then waited forever for this loop
+            async with asyncio.timeout(within):
+                await self._consumer.commit(commit)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # rebalancing or broker away: the next commit covers it
