@@ -51,6 +51,8 @@ class PostgresOutbox:
         self._ready = False
         self._lock = asyncio.Lock()
         self._leader: asyncpg.Connection[Any] | None = None
+        # the leader connection runs one query at a time (asyncpg refuses a second one)
+        self._leading = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
         self.added = 0
         self.sent = 0
@@ -155,19 +157,20 @@ class PostgresOutbox:
         """Oldest unsent records, for the relay leader only (others get none)."""
         from ..publishing.outbox import OutboxRecord
 
-        if not await self._lead():
-            return []
-        assert self._leader is not None
-        try:
-            rows = await self._leader.fetch(
-                f"SELECT id, tx_id, message_id, topic, key, body, headers FROM {self._s}.outbox "
-                "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-                limit,
-            )
-        except Exception:
-            await self._drop(self._leader)
-            self._leader = None
-            raise
+        async with self._leading:
+            if not await self._lead():
+                return []
+            assert self._leader is not None
+            try:
+                rows = await self._leader.fetch(
+                    f"SELECT id, tx_id, message_id, topic, key, body, headers "
+                    f"FROM {self._s}.outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+                    limit,
+                )
+            except Exception:
+                await self._drop(self._leader)
+                self._leader = None
+                raise
         return [
             OutboxRecord(
                 id=r["id"],

@@ -125,6 +125,17 @@ async def test_notify_wakes_the_relay_without_polling(outbox: PostgresOutbox) ->
     assert consumer.processed["n"] == ["n-0"]
 
 
+async def test_concurrent_pending_calls_share_the_leader_connection(
+    outbox: PostgresOutbox,
+) -> None:
+    """The relay and an operator (or a test) may ask at once: the one leader connection takes
+    their queries in turn instead of asyncpg's "another operation is in progress"."""
+    await outbox.add("tx", _msgs("c", 3))
+    first, second, third = await asyncio.gather(*(outbox.pending(10) for _ in range(3)))
+    assert [r.message.id for r in first] == ["c-0", "c-1", "c-2"]
+    assert second == first and third == first
+
+
 async def test_only_the_leader_relays_and_a_standby_takes_over(
     outbox: PostgresOutbox, postgres_dsn: str
 ) -> None:
