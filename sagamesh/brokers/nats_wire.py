@@ -80,6 +80,14 @@ def encode_headers(message: Message) -> dict[str, str]:
     return headers
 
 
+def header_block(message: Message) -> bytes:
+    """The headers as the NATS header block of an HPUB frame (what nats-py's ``publish``
+    builds from :func:`encode_headers`' dict, without its per-name regex: the names are
+    checked there)."""
+    lines = "".join([f"{name}: {value}\r\n" for name, value in encode_headers(message).items()])
+    return f"NATS/1.0\r\n{lines}\r\n".encode()
+
+
 def _decode_value(value: str) -> str:
     if value.startswith(_ESCAPED):
         return base64.b64decode(value[len(_ESCAPED):]).decode()

@@ -170,15 +170,15 @@ async def test_publish_many_keeps_a_bounded_number_of_acks_in_flight(
     async with NatsBroker(nats_url, stream_prefix=prefix, max_pending_publishes=16) as broker:
         topic = f"bounded.{unique}"
         await broker.publish(Message(id="warm", topic=topic))  # stream exists
-        assert broker._js is not None
-        js = broker._js
+        inbox = broker._inbox
+        assert inbox is not None
         peak = 0
         done = False
 
         async def sample() -> None:
             nonlocal peak
             while not done:
-                peak = max(peak, js.publish_async_pending())
+                peak = max(peak, inbox.pending)
                 await asyncio.sleep(0)
 
         sampler = asyncio.create_task(sample())
@@ -331,7 +331,31 @@ async def test_a_missing_puback_times_out_single_and_batch_publishes(
             await broker.publish(Message(id="one", topic=topic, body=b"x"))
         results = await broker.publish_many(messages(topic, 5))
         assert [type(r) for r in results] == [PublishTimeoutError] * 5
-        await asyncio.sleep(0)  # done callbacks of the cancelled PubAck futures run next turn
-        assert not broker._awaiting_acks
+        assert broker._inbox is not None and broker._inbox.pending == 0
         info = await jsm.stream_info(f"{prefix}silent")
         assert info.state.messages == 6  # stored all the same: only the answer is missing
+
+
+async def test_jetstream_rejections_and_a_deleted_stream_reach_the_publisher(
+    nats_url: str, prefix: str, jsm: Any, unique: str
+) -> None:
+    """The PubAck inbox hands on what JetStream answers: an error for the one message it
+    refused (the rest of the batch is stored), and for a stream deleted behind the broker's
+    back the no-responders status, on which the publish creates the stream again."""
+    from nats.js.api import DiscardPolicy, StreamConfig
+
+    topic = f"full.{unique}"
+    await jsm.add_stream(StreamConfig(name=f"{prefix}full", subjects=[topic], max_msgs=2,
+                                      discard=DiscardPolicy.NEW))
+    async with NatsBroker(nats_url, stream_prefix=prefix) as broker:
+        results = await broker.publish_many(messages(topic, 3))
+        assert results[:2] == [None, None]
+        assert isinstance(results[2], BrokerUnavailableError)
+        assert "maximum messages" in str(results[2])
+        with pytest.raises(BrokerUnavailableError, match="rejected one: .*maximum messages"):
+            await broker.publish(Message(id="one", topic=topic))
+        await jsm.delete_stream(f"{prefix}full")
+        await broker.publish(Message(id="again", topic=topic))
+        stream = await jsm.find_stream_name_by_subject(topic)
+        assert stream != f"{prefix}full"  # the broker's own, created on the 503 answer
+        assert (await jsm.stream_info(stream)).state.messages == 1

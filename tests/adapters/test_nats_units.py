@@ -95,30 +95,71 @@ def test_header_names_nats_cannot_carry_are_a_serialization_error(name: str) -> 
         encode_headers(Message(id="m", topic="t", headers={name: "v"}))
 
 
-class _FakeJetStream:
-    """``publish_async`` as nats-py's: a PubAck future, answered on the next loop turn unless
-    the message id is in ``silent``."""
+class _FakeMsg:
+    def __init__(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.subject, self.data, self.headers = subject, data, headers
 
-    def __init__(self, silent: set[str]) -> None:
+
+class _FakeClient:
+    """The parts of nats-py's Client that PubAckInbox writes to; every flush "sends" the
+    queued HPUB frames and answers each on the next loop turn with a PubAck, unless its
+    ``Nats-Msg-Id`` is in ``silent`` (no answer) or in ``rejected`` (a JetStream error)."""
+
+    def __init__(self, silent: set[str], rejected: set[str] | None = None) -> None:
         import asyncio
 
-        self._publish_async_pending_semaphore = asyncio.Semaphore(16)
-        self.silent = silent
+        self.silent, self.rejected = silent, rejected or set()
+        self._pending: list[bytes] = []
+        self._pending_data_size = 0
+        self._flush_queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._max_payload = 1024 * 1024
+        self._max_pending_size = 2 * 1024 * 1024
+        self.is_connected, self.is_draining = True, False
+        self.frames: list[tuple[str, str, bytes, bytes]] = []  # subject, reply, headers, body
+        self.cb: Any = None
 
-    async def publish_async(self, subject: str, payload: bytes = b"", wait_stall: Any = None,
-                            headers: dict[str, str] | None = None) -> Any:
+    def new_inbox(self) -> str:
+        return "_INBOX.fake"
+
+    async def subscribe(self, subject: str, cb: Any) -> object:
+        assert subject == "_INBOX.fake.*"
+        self.cb = cb
+        return object()
+
+    async def _flush_pending(self, force_flush: bool = False) -> None:
         import asyncio
 
+        data = b"".join(self._pending)
+        self._pending, self._pending_data_size = [], 0
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if headers is None or headers[MSG_ID] not in self.silent:
-            loop.call_soon(future.set_result, "ack")
-        return future
+        while data:
+            line, _, data = data.partition(b"\r\n")
+            op, subject, reply, hlen, size = line.decode().split(" ")
+            assert op == "HPUB"
+            headers, body = data[:int(hlen)], data[int(hlen):int(size)]
+            assert data[int(size):int(size) + 2] == b"\r\n"
+            data = data[int(size) + 2:]
+            self.frames.append((subject, reply, headers, body))
+            msg_id = headers.split(b"Nats-Msg-Id: ")[1].split(b"\r\n")[0].decode()
+            if msg_id in self.rejected:
+                answer = b'{"error":{"code":400,"err_code":10077,"description":"full"}}'
+            elif msg_id in self.silent:
+                continue
+            else:
+                answer = b'{"stream":"S","seq":1}'
+            loop.call_soon(lambda m=_FakeMsg(reply, answer): loop.create_task(self.cb(m)))
 
 
-def _offline_broker(silent: set[str], **options: Any) -> NatsBroker:
+async def _offline_broker(silent: set[str], rejected: set[str] | None = None,
+                          **options: Any) -> NatsBroker:
+    from sagamesh_nats.publisher import PubAckInbox
+
     broker = NatsBroker("nats://127.0.0.1:4222", **options)
-    broker._js = _FakeJetStream(silent)  # type: ignore[assignment]
+    client = _FakeClient(silent, rejected)
+    broker._nc = client  # type: ignore[assignment]
+    broker._inbox = PubAckInbox(client, broker.options.max_pending_publishes)  # type: ignore[arg-type]
+    await broker._inbox.start()
+    broker._js = object()  # type: ignore[assignment]
     broker._jsm = object()  # type: ignore[assignment]
     broker._streams["t.x"] = ("S", False)
     return broker
@@ -136,17 +177,17 @@ async def test_single_publishes_share_one_puback_timer(monkeypatch: pytest.Monke
         return real_call_at(when, callback, *args, **kwargs)
 
     monkeypatch.setattr(loop, "call_at", call_at)  # call_later goes through call_at too
-    broker = _offline_broker(set())
+    broker = await _offline_broker(set())
     for n in range(40):
         await broker.publish(Message(id=f"m{n}", topic="t.x", body=b"x"))
     assert len(armed) == 1
-    assert not broker._awaiting_acks
+    assert broker._inbox is not None and broker._inbox.pending == 0
 
 
 async def test_an_unanswered_puback_times_out_between_answered_ones() -> None:
     from sagamesh.errors import PublishTimeoutError
 
-    broker = _offline_broker({"m1", "m3"}, publish_timeout=0.05)
+    broker = await _offline_broker({"m1", "m3"}, publish_timeout=0.05)
     outcomes: list[str | None] = []
     for n in range(5):
         try:
@@ -156,4 +197,64 @@ async def test_an_unanswered_puback_times_out_between_answered_ones() -> None:
             assert "m1" in str(exc) or "m3" in str(exc)
             outcomes.append("timeout")
     assert outcomes == [None, "timeout", None, "timeout", None]
-    assert not broker._awaiting_acks
+    assert broker._inbox is not None and broker._inbox.pending == 0
+
+
+async def test_frames_carry_the_header_block_and_body_with_one_reply_each() -> None:
+    broker = await _offline_broker(set())
+    batch = [Message(id=f"b{n}", topic="t.x", key=f"k{n % 3}", body=b"p%d" % n,
+                     headers={Headers.EVENT_TYPE: "Made", "x-odd": " spaced "})
+             for n in range(50)]
+    assert await broker.publish_many(batch) == [None] * 50
+    client = broker._nc
+    assert isinstance(client, _FakeClient)
+    assert len({reply for _, reply, _, _ in client.frames}) == 50
+    for message, (subject, _, block, body) in zip(batch, client.frames, strict=True):
+        assert subject == "t.x" and body == message.body
+        lines = block.decode().split("\r\n")
+        assert lines[0] == "NATS/1.0" and lines[-2:] == ["", ""]
+        wire = dict(line.split(": ", 1) for line in lines[1:-2])
+        assert wire == encode_headers(message)
+        assert decode("t.x", body, wire, "?") == message
+
+
+async def test_a_jetstream_error_answer_fails_that_publish_only() -> None:
+    from sagamesh.errors import BrokerUnavailableError
+
+    broker = await _offline_broker(set(), rejected={"r2"})
+    with pytest.raises(BrokerUnavailableError, match="rejected r2: .*full"):
+        await broker.publish(Message(id="r2", topic="t.x", body=b"x"))
+    results = await broker.publish_many([Message(id=f"r{n}", topic="t.x") for n in range(4)])
+    assert [type(r).__name__ for r in results] == [
+        "NoneType", "NoneType", "BrokerUnavailableError", "NoneType"]
+
+
+async def test_a_full_window_that_never_drains_times_out_the_rest_of_the_batch() -> None:
+    from sagamesh.errors import PublishTimeoutError
+
+    silent = {f"s{n}" for n in range(4)}
+    broker = await _offline_broker(silent, max_pending_publishes=4, publish_timeout=0.1)
+    results = await broker.publish_many([Message(id=f"s{n}", topic="t.x") for n in range(10)])
+    assert all(isinstance(r, PublishTimeoutError) for r in results)
+    assert "no PubAck for 4 publishes" in str(results[-1])
+    client = broker._nc
+    assert isinstance(client, _FakeClient) and len(client.frames) == 4  # nothing past the window
+    assert broker._inbox is not None and broker._inbox.pending == 0
+    # the window is free again: later publishes go through
+    assert await broker.publish_many([Message(id=f"o{n}", topic="t.x") for n in range(9)]) == [
+        None] * 9
+
+
+async def test_a_dropped_connection_fails_the_publishes_awaiting_their_pubacks() -> None:
+    import asyncio
+
+    from sagamesh.errors import BrokerUnavailableError
+
+    broker = await _offline_broker({"lost"}, publish_timeout=30)
+    publishing = asyncio.ensure_future(broker.publish(Message(id="lost", topic="t.x")))
+    await asyncio.sleep(0.01)
+    assert broker._inbox is not None and broker._inbox.pending == 1
+    await broker._on_disconnected()
+    with pytest.raises(BrokerUnavailableError, match="connection lost"):
+        await asyncio.wait_for(publishing, 1)
+    assert broker._inbox.pending == 0

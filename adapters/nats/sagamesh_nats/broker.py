@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sagamesh._eager import DeadlineQueue, finish_by, finish_within
 from sagamesh.brokers.base import Capabilities, Health, MessageHandler
-from sagamesh.brokers.nats_wire import encode_headers
+from sagamesh.brokers.nats_wire import header_block
 from sagamesh.errors import (
     BrokerUnavailableError,
     ConfigError,
@@ -23,6 +23,7 @@ from sagamesh.message import Message
 
 from .naming import check_subject, consumer_name, safe_name, stream_name
 from .options import NatsOptions
+from .publisher import FLUSH_EVERY, PubAckInbox
 from .subscription import NatsSubscription
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class NatsBroker:
         self._streams: dict[str, tuple[str, bool]] = {}  # topic -> (stream, shared)
         self._stream_tasks: dict[str, asyncio.Task[tuple[str, bool]]] = {}
         self._subs: set[NatsSubscription] = set()
-        self._awaiting_acks: set[asyncio.Future[Any]] = set()
+        self._inbox: PubAckInbox | None = None  # our publishes' PubAcks
         # single publishes' PubAck waits (all publish_timeout long) share one timer
         self._ack_deadlines = DeadlineQueue(self.options.publish_timeout)
         self._leases: KeyValue | None = None
@@ -103,9 +104,15 @@ class NatsBroker:
         except Exception as exc:
             raise BrokerUnavailableError(f"cannot connect to NATS at {self.url}: "
                                          f"{exc or type(exc).__name__}") from exc
+        try:
+            inbox = PubAckInbox(nc, opts.max_pending_publishes)
+            await inbox.start()
+        except BaseException:
+            await nc.close()
+            raise
         self._nc = nc
-        self._js = nc.jetstream(timeout=opts.api_timeout,
-                                publish_async_max_pending=opts.max_pending_publishes)
+        self._inbox = inbox
+        self._js = nc.jetstream(timeout=opts.api_timeout)
         self._jsm = nc.jsm(timeout=opts.api_timeout)
 
     async def close(self) -> None:
@@ -125,6 +132,7 @@ class NatsBroker:
             task.cancel()
         nc, self._nc = self._nc, None
         self._js = self._jsm = None
+        self._inbox = None
         self._leases = None
         if nc is not None:
             with contextlib.suppress(Exception):
@@ -148,6 +156,12 @@ class NatsBroker:
             raise BrokerUnavailableError("NATS broker is closed or not connected")
         return self._js, self._jsm
 
+    def _require_inbox(self) -> PubAckInbox:
+        inbox = self._inbox
+        if self._closing or inbox is None:
+            raise BrokerUnavailableError("NATS broker is closed or not connected")
+        return inbox
+
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS connection error: %s", exc)
 
@@ -155,11 +169,9 @@ class NatsBroker:
         log.info("NATS disconnected from %s; reconnecting", self.url)
         # A PubAck in flight is lost with the connection: fail those publishes now rather
         # than after the publish timeout; publishing again is safe (Nats-Msg-Id de-duplicates).
-        awaiting, self._awaiting_acks = self._awaiting_acks, set()
-        lost = BrokerUnavailableError("NATS connection lost before the PubAck arrived")
-        for future in awaiting:
-            if not future.done():
-                future.set_exception(lost)
+        if self._inbox is not None:
+            self._inbox.fail_all(
+                BrokerUnavailableError("NATS connection lost before the PubAck arrived"))
 
     async def _on_reconnected(self) -> None:
         log.info("NATS reconnected to %s", self.url)
@@ -275,32 +287,28 @@ class NatsBroker:
 
     async def publish(self, message: Message) -> None:
         """Returns once JetStream stored the message (PubAck)."""
-        js, _ = self._require_open()
+        inbox = self._require_inbox()
         topic = message.topic
         streams = self._streams
         if topic not in streams:  # a topic with a stream was checked when it got it
             check_subject(topic)
-        headers = encode_headers(message)
-        timeout = self.options.publish_timeout
+        headers = header_block(message)
         self._begin_publish()
         try:
             for attempt in (1, 2):
                 if topic not in streams:
                     await self._stream_for(topic)
                 try:
-                    future = await js.publish_async(topic, message.body,
-                                                    wait_stall=_stall(js, timeout),
-                                                    headers=headers)
-                    awaiting = self._awaiting_acks  # failed at once if the connection drops
-                    awaiting.add(future)
-                    try:
-                        # not asyncio.wait_for (a waiter future, a callback and a timer per
-                        # call) nor a timer of its own: on expiry the PubAck future is
-                        # cancelled.
-                        if await finish_by(future, self._ack_deadlines):
-                            raise TimeoutError
-                    finally:
-                        awaiting.discard(future)
+                    if inbox.pending >= inbox.window and not await inbox.room(
+                            self.options.publish_timeout):
+                        raise self._stalled()
+                    future = inbox.send(topic, headers, message.body)
+                    await inbox.kick()
+                    # not asyncio.wait_for (a waiter future, a callback and a timer per call)
+                    # nor a timer of its own: on expiry the PubAck future is cancelled.
+                    if await finish_by(future, self._ack_deadlines):
+                        inbox.prune()
+                        raise TimeoutError
                     return
                 except Exception as exc:
                     from nats.js.errors import NoStreamResponseError
@@ -315,20 +323,23 @@ class NatsBroker:
         finally:
             self._end_publish()
 
+    def _stalled(self) -> PublishTimeoutError:
+        return PublishTimeoutError(
+            f"NATS: no PubAck for {self.options.max_pending_publishes} publishes "
+            f"within {self.options.publish_timeout} s")
+
     async def publish_many(self, messages: Sequence[Message]) -> list[Exception | None]:
-        """Fire every publish at once (bounded by ``max_pending_publishes`` PubAcks in flight),
-        then collect the acks: one result per message, in order."""
-        js, _ = self._require_open()
+        """Write every publish at once (bounded by ``max_pending_publishes`` PubAcks in
+        flight), then collect the acks: one result per message, in order."""
+        inbox = self._require_inbox()
         self._begin_publish()
         try:
-            return await self._publish_many(js, messages)
+            return await self._publish_many(inbox, messages)
         finally:
             self._end_publish()
 
-    async def _publish_many(self, js: JetStreamContext,
+    async def _publish_many(self, inbox: PubAckInbox,
                             messages: Sequence[Message]) -> list[Exception | None]:
-        from nats.js.errors import TooManyStalledMsgsError
-
         results: list[Exception | None] = [None] * len(messages)
         bad_topics: dict[str, Exception] = {}
         for topic in {m.topic for m in messages}:
@@ -340,7 +351,6 @@ class NatsBroker:
         futures: list[tuple[asyncio.Future[Any], int]] = []
         loop = asyncio.get_running_loop()
         all_acked: asyncio.Future[None] = loop.create_future()
-        awaiting = self._awaiting_acks
         unacked = 0
         sending = True  # every PubAck may arrive while later messages still wait for the window
 
@@ -348,45 +358,47 @@ class NatsBroker:
             # One callback per PubAck does what tracking it in a set and asyncio.wait would
             # do with two (each done callback is a loop handle: ~1 us per message).
             nonlocal unacked
-            awaiting.discard(future)
             unacked -= 1
             if not unacked and not sending and not all_acked.done():
                 all_acked.set_result(None)
 
+        window = inbox.window
         for index, message in enumerate(messages):
             bad = bad_topics.get(message.topic)
             if bad is not None:
                 results[index] = bad
                 continue
-            try:
-                future = await js.publish_async(message.topic, message.body,
-                                                wait_stall=_stall(js, timeout),
-                                                headers=encode_headers(message))
-            except TooManyStalledMsgsError:
-                stalled = PublishTimeoutError(
-                    f"NATS: no PubAck for {self.options.max_pending_publishes} publishes "
-                    f"within {timeout} s")
+            if inbox.pending >= window and not await inbox.room(timeout):
+                stalled = self._stalled()
                 for rest in range(index, len(messages)):
                     results[rest] = stalled
                 break
+            try:
+                future = inbox.send(message.topic, header_block(message), message.body)
             except Exception as exc:
                 results[index] = _publish_error(exc, message)
                 continue
             futures.append((future, index))
-            awaiting.add(future)
             unacked += 1
             future.add_done_callback(acked)
+            if inbox.queued > FLUSH_EVERY:
+                await inbox.flush()
         sending = False
+        await inbox.kick()
         if unacked:
             await finish_within(all_acked, timeout)  # late PubAcks are reported below
+        expired = False
         for future, index in futures:
             if not future.done():
                 future.cancel()
+                expired = True
             if future.cancelled():
                 results[index] = PublishTimeoutError(
                     f"NATS: no PubAck for {messages[index].id} within {timeout} s")
             elif (error := future.exception()) is not None:
                 results[index] = _publish_error(error, messages[index])
+        if expired:
+            inbox.prune()
         return results
 
     # -- subscribing ---------------------------------------------------------------------------
@@ -475,17 +487,6 @@ class NatsBroker:
                       latency=rtt, extra={"streams": account.streams,
                                           "consumers": account.consumers,
                                           "server_version": str(nc.connected_server_version)})
-
-
-def _stall(js: JetStreamContext, timeout: float) -> float | None:
-    """The ``wait_stall`` for the next ``publish_async``: nats-py wraps its semaphore acquire in
-    ``asyncio.wait_for``, which with a timeout costs a task and an event-loop turn per message
-    (pipelined publishing ran at a third of the raw rate). When a slot is free the acquire
-    cannot block, so no timeout is needed; when the window is full the timeout applies."""
-    semaphore = getattr(js, "_publish_async_pending_semaphore", None)
-    if semaphore is not None and not semaphore.locked():
-        return None
-    return timeout
 
 
 def _publish_error(exc: BaseException, message: Message) -> Exception:
