@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ...brokers.base import Delivery, MessageHandler
@@ -100,11 +101,27 @@ class Collector:
             except TimeoutError:
                 continue
 
-    async def wait_acked(self, ids: set[str], within: float, what: str = "") -> None:
-        """Wait until every id in ``ids`` was acked at least once."""
+    async def wait_acked(self, ids: set[str], within: float, what: str = "",
+                         sent: Sequence[Message] = ()) -> None:
+        """Wait until every id in ``ids`` was acked at least once. On a timeout the failure
+        says which are missing, whether they were delivered at all and, given the ``sent``
+        messages, their keys (whole keys missing point at ordering, scattered ids at loss)."""
         acked = self._acked_ids
-        await self.wait_until(lambda: len(acked) >= len(ids) and ids <= acked,
-                              what or f"{len(ids)} messages to be acked", within)
+        try:
+            await self.wait_until(lambda: len(acked) >= len(ids) and ids <= acked,
+                                  what or f"{len(ids)} messages to be acked", within)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {self.missing(ids, sent)}") from None
+
+    def missing(self, ids: set[str], sent: Sequence[Message] = ()) -> str:
+        missing = ids - self._acked_ids
+        delivered = missing & self._received_ids
+        keys = Counter(m.key for m in sent if m.id in missing)
+        total = Counter(m.key for m in sent)
+        by_key = ", ".join(f"{key}: {n} of {total[key]}" for key, n in sorted(
+            keys.items(), key=lambda kv: str(kv[0]))[:20])
+        return (f"{len(missing)} not acked ({len(delivered)} of them delivered, unsettled), "
+                f"e.g. {sorted(missing)[:5]}" + (f"; by key: {by_key}" if by_key else ""))
 
     async def observe(self, predicate: Callable[[], bool], window: float) -> bool:
         """True if ``predicate()`` became true within ``window`` seconds (for negative checks)."""

@@ -187,7 +187,8 @@ class BrokerConformance:
             for i, (b, batch) in enumerate(zip(publishers, batches, strict=True))
         ))
         expected = set().union(*(ids(b) for b in batches))
-        await collector.wait_acked(expected, self.timeout)
+        await collector.wait_acked(expected, self.timeout,
+                                   sent=[m for batch in batches for m in batch])
         assert collector.acked_ids() == expected
 
     async def test_batch_of_10000_loses_nothing(self, brokers: BrokerPool, names: Names) -> None:
