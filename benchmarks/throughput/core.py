@@ -181,7 +181,12 @@ async def run_rounds(suites: Mapping[str, Sequence[Case]], *, count: int, rounds
                      warmup: int, log: Callable[[str], None]) -> dict[str, SuiteResult]:
     """A warm-up pass, then ``rounds`` passes over every case of every broker, interleaved:
     round r runs each case once before round r+1 starts, so a slow spell on the (shared)
-    machine hits all cases alike; the medians over rounds are what is compared."""
+    machine hits all cases alike; the medians over rounds are what is compared.
+
+    Every other round runs a broker's cases in reverse order, so no case always runs right
+    after the same one, or always first of the cases a ratio compares: a broker still
+    working off the previous case (RabbitMQ deleting the persistent messages a purge dropped,
+    a growing queue) would otherwise weigh on the same case every round."""
     results = {broker: SuiteResult(broker) for broker in suites}
     samples: dict[str, dict[str, list[float]]] = {
         broker: {case.name: [] for case in cases} for broker, cases in suites.items()}
@@ -189,7 +194,7 @@ async def run_rounds(suites: Mapping[str, Sequence[Case]], *, count: int, rounds
         n = warmup if round_no == 0 else count
         for broker, cases in suites.items():
             errors = results[broker].errors
-            for case in cases:
+            for case in (cases if round_no % 2 else reversed(cases)):
                 if case.name in errors:
                     continue
                 gc.collect()  # untimed: no case pays for the garbage of the one before
