@@ -352,7 +352,7 @@ async def test_jetstream_rejections_and_a_deleted_stream_reach_the_publisher(
         assert results[:2] == [None, None]
         assert isinstance(results[2], BrokerUnavailableError)
         assert "maximum messages" in str(results[2])
-        with pytest.raises(BrokerUnavailableError, match="rejected one: .*maximum messages"):
+        with pytest.raises(BrokerUnavailableError, match=r"rejected one: .*maximum messages"):
             await broker.publish(Message(id="one", topic=topic))
         await jsm.delete_stream(f"{prefix}full")
         await broker.publish(Message(id="again", topic=topic))

@@ -222,7 +222,7 @@ async def test_a_jetstream_error_answer_fails_that_publish_only() -> None:
     from sagamesh.errors import BrokerUnavailableError
 
     broker = await _offline_broker(set(), rejected={"r2"})
-    with pytest.raises(BrokerUnavailableError, match="rejected r2: .*full"):
+    with pytest.raises(BrokerUnavailableError, match=r"rejected r2: .*full"):
         await broker.publish(Message(id="r2", topic="t.x", body=b"x"))
     results = await broker.publish_many([Message(id=f"r{n}", topic="t.x") for n in range(4)])
     assert [type(r).__name__ for r in results] == [
