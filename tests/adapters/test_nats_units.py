@@ -258,3 +258,14 @@ async def test_a_dropped_connection_fails_the_publishes_awaiting_their_pubacks()
     with pytest.raises(BrokerUnavailableError, match="connection lost"):
         await asyncio.wait_for(publishing, 1)
     assert broker._inbox.pending == 0
+
+
+def test_a_nats_client_without_the_internals_the_inbox_writes_to_is_refused_by_name() -> None:
+    from sagamesh_nats.publisher import PubAckInbox
+
+    from sagamesh.errors import BrokerUnavailableError
+
+    client = _FakeClient(set())
+    del client._flush_queue
+    with pytest.raises(BrokerUnavailableError, match=r"lacks _flush_queue: .*nats-py >= 2\.9"):
+        PubAckInbox(client, 8)  # type: ignore[arg-type]
