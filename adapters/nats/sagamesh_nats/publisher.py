@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sagamesh._eager import finish_within
 from sagamesh.errors import BrokerUnavailableError
@@ -36,7 +36,7 @@ FLUSH_EVERY = 64 * 1024
 class PubAckInbox:
     """Sends HPUB frames and matches their PubAcks; at most ``window`` awaited at once."""
 
-    __slots__ = ("_nc", "_prefix", "_resume_at", "_room", "_seq", "_sub", "_waiting", "window")
+    __slots__ = ("_nc", "_prefix", "_resume_at", "_room", "_seq", "_waiting", "window")
 
     def __init__(self, nc: Client, window: int) -> None:
         missing = [name for name in INTERNALS if not hasattr(nc, name)]
@@ -53,10 +53,11 @@ class PubAckInbox:
         self._seq = 0
         self._waiting: dict[str, asyncio.Future[None]] = {}  # reply subject -> PubAck
         self._room: list[asyncio.Future[None]] = []
-        self._sub: Any = None
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        # nats-py holds the subscription (and renews it after a reconnect); closing the
+        # connection ends it
+        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
 
     @property
     def pending(self) -> int:
