@@ -49,6 +49,20 @@ class _Resume:
                 return stop.value
 
 
+def run_eager(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Start ``coro``: its return value when it finished without waiting (exceptions
+    propagate), else a :data:`Rest` to ``await`` for it. Unlike :func:`step` the result is kept,
+    so a caller that usually needs no suspension pays no bookkeeping for one."""
+    try:
+        pending = coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    return _Resume(coro, pending)
+
+
+Rest = _Resume  # what run_eager hands back for a coroutine that suspended
+
+
 def step(awaitable: Awaitable[Any]) -> Any:
     """Start ``awaitable``; ``DONE`` when it completed without waiting (exceptions propagate),
     else an object to ``await`` for the rest."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .._durations import Duration, require_seconds
+from .._eager import Rest, run_eager
 from ..brokers.base import Broker, Delivery, Subscription
 from ..errors import ConfigError
 from ..events import EventType
@@ -16,7 +17,14 @@ from ..retry import ExponentialBackoffRetryPolicy, RetryPolicy
 from .dispatcher import DispatcherDrainedError, PriorityDispatcher
 from .idempotency import IdempotencyStore
 from .metrics import ConsumerMetrics
-from .processor import ConsumeMetricsSink, ConsumeTracer, Decoder, MessageProcessor, Outcome
+from .processor import (
+    ConsumeMetricsSink,
+    ConsumeTracer,
+    Decoder,
+    MessageProcessor,
+    Outcome,
+    OutcomeKind,
+)
 from .router import EventRouter
 
 log = logging.getLogger(__name__)
@@ -198,18 +206,22 @@ class EventConsumer:
             except DispatcherDrainedError:
                 await delivery.nack()
                 return
-        task = asyncio.current_task()
-        assert task is not None
-        running_tasks = self._running_tasks
-        running_tasks.add(task)
         metrics.in_flight += 1
         if metrics.in_flight > metrics.max_concurrent:
             metrics.max_concurrent = metrics.in_flight
         try:
             ctx = processor.context(delivery.message, delivery.attempt,
                                     partition=delivery.partition, offset=delivery.offset)
-            outcome = await processor.execute(prepared, ctx)
-            await processor.settle(delivery, outcome, self.broker.publish)
+            # Most handlers finish without waiting: only one that suspends is registered for
+            # the drain to cancel (a handler that never yields cannot outlive the drain).
+            outcome = run_eager(processor.execute(prepared, ctx))
+            if outcome.__class__ is Rest:
+                outcome = await self._finish(outcome)
+            if outcome.kind is OutcomeKind.ACK:  # processor.settle's common case, inlined
+                metrics.acked += 1
+                await delivery.ack()
+            else:
+                await processor.settle(delivery, outcome, self.broker.publish)
         except asyncio.CancelledError:
             if not delivery.settled:  # drain timed out (or the subscription closed)
                 await delivery.nack()
@@ -221,5 +233,16 @@ class EventConsumer:
                 await delivery.nack(processor.retry.delay(delivery.attempt) or None)
         finally:
             metrics.in_flight -= 1
-            running_tasks.discard(task)
             dispatcher.release(key)
+
+    async def _finish(self, rest: Rest) -> Outcome:
+        """Await a handler run that suspended, cancellable by a drain that times out."""
+        task = asyncio.current_task()
+        assert task is not None
+        running_tasks = self._running_tasks
+        running_tasks.add(task)
+        try:
+            outcome: Outcome = await rest
+            return outcome
+        finally:
+            running_tasks.discard(task)

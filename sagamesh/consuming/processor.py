@@ -269,7 +269,14 @@ class MessageProcessor:
             if limiter is not None:
                 limiter.release()
         duration = time.perf_counter() - start
-        metrics.record(duration, ok=error is None, timed_out=timed_out)
+        if error is None:  # HandlerMetrics.record's common case, inlined (hot path)
+            metrics.total_processed += 1
+            metrics.successful_count += 1
+            metrics.total_processing_time += duration
+            if duration > metrics.max_processing_time:
+                metrics.max_processing_time = duration
+        else:
+            metrics.record(duration, ok=False, timed_out=timed_out)
         if self.prometheus is not None:
             self.prometheus.consumed(route.handler_id, "ok" if error is None else "failed",
                                      duration)

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from sagamesh._eager import DONE, step
+from sagamesh._eager import DONE, Rest, run_eager, step
 
 
 async def test_a_coroutine_that_never_waits_completes_in_the_step() -> None:
@@ -89,3 +89,30 @@ async def test_outer_cancel_reaches_a_coroutine_that_may_swallow_it_once() -> No
     task.cancel()
     assert await task == "finished anyway"
     assert steps == ["cancelled", "resumed"]
+
+
+async def test_run_eager_keeps_the_result_of_a_coroutine_that_never_waits() -> None:
+    async def quick() -> str:
+        return "outcome"
+
+    assert run_eager(quick()) == "outcome"
+
+
+async def test_run_eager_hands_back_the_rest_of_a_waiting_coroutine() -> None:
+    order: list[str] = []
+
+    async def slow() -> str:
+        order.append("start")
+        await asyncio.sleep(0)
+        order.append("end")
+        return "late"
+
+    rest = run_eager(slow())
+    assert isinstance(rest, Rest) and order == ["start"]  # ran up to its first wait only
+    assert await rest == "late" and order == ["start", "end"]
+
+    async def broken() -> None:
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        run_eager(broken())
