@@ -3,6 +3,7 @@ results of the documented shape. Speed is never asserted here (that is benchmark
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 # benchmarks/ is not installed: import it from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks import memory_peak
+from benchmarks import instructions, memory_peak
 from benchmarks.throughput.__main__ import main, table
 from benchmarks.throughput.core import RATIOS, Summary, paired_ratios, ratios
 
@@ -114,3 +115,11 @@ def test_memory_peak_reports_checkpoints(tmp_path: Path) -> None:
     assert data["published_count"] == 3000
     assert [row["events"] for row in data["checkpoints"]] == [3000]
     assert data["checkpoints"][0]["peak_rss_mib"] >= data["baseline"]["peak_rss_mib"] > 0
+
+
+@pytest.mark.parametrize("stage", instructions.STAGES)
+async def test_every_instruction_count_stage_handles_exactly_the_records_asked_for(
+        stage: str) -> None:
+    """What callgrind counts is the stage doing its whole job per record (the Kafka stages end
+    only when the handler has seen every record)."""
+    assert await asyncio.wait_for(instructions._run_stage(stage, 37), 10) == 37
