@@ -58,6 +58,8 @@ class TcpProxy:
         self._refusing = False
         self._reopen: asyncio.TimerHandle | None = None
         self._changed = asyncio.Condition()
+        self._flowing = asyncio.Event()  # cleared by hold(): bytes wait, connections stay up
+        self._flowing.set()
         self.accepted = 0
         self.severed = 0
 
@@ -110,6 +112,14 @@ class TcpProxy:
         cut = self._cut_all()
         await asyncio.sleep(0)  # let the pumps observe the abort
         return cut
+
+    def hold(self) -> None:
+        """Stop forwarding in both directions while every connection stays open (a stalled
+        network path or a server that stopped answering); :meth:`release` lets the bytes on."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
 
     async def outage(self, duration: float) -> int:
         """Sever every connection and refuse new ones for ``duration`` seconds; returns (with
@@ -178,6 +188,8 @@ class TcpProxy:
                 data = await src.read(_CHUNK)
                 if not data:
                     break
+                if not self._flowing.is_set():
+                    await self._flowing.wait()
                 dst.write(data)
                 await dst.drain()
         except (OSError, asyncio.IncompleteReadError):

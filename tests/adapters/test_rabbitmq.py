@@ -618,6 +618,32 @@ async def test_publish_during_outage_is_retried_or_reported(env: Env, proxy: Tcp
         await impatient.publish(_msg(env.topic))
 
 
+async def test_unconfirmed_publish_times_out_then_publishing_goes_on(
+    env: Env, proxy: TcpProxy
+) -> None:
+    """The connection stays up but no confirm comes back: the publish ends at its
+    ``publish_timeout`` as a confirm timeout (not as unreachable), and once the path flows
+    again the same broker publishes on its kept channel."""
+    from sagamesh.errors import PublishTimeoutError
+
+    broker = await env.broker(_via(env.url, proxy), publish_timeout=0.5)
+    collector = Collector()
+    await broker.subscribe(env.topic, collector.handler(), group=env.group)
+    await broker.publish(_msg(env.topic, 1))  # the channel is open and in use
+    proxy.hold()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stalled = _msg(env.topic, 2)
+    with pytest.raises(PublishTimeoutError, match="did not confirm"):
+        await broker.publish(stalled)
+    assert 0.45 <= loop.time() - started < 5.0
+    proxy.release()
+    last = _msg(env.topic, 3)
+    await broker.publish(last)
+    # The timed-out message was sent before the stall: at least once, it arrives too.
+    await collector.wait_acked({last.id, stalled.id}, TIMEOUT)
+
+
 async def test_sever_twice_during_10000_messages_loses_nothing(
     env: Env, proxy: TcpProxy
 ) -> None:

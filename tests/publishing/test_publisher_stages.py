@@ -124,3 +124,52 @@ async def test_compose_links_outermost_first() -> None:
 
     await compose([stage("1"), stage("2"), stage("3")], sink)(Publication(()))
     assert order == ["1", "2", "3", "sink"]
+
+
+async def test_passing_stages_hand_back_the_next_awaitable_and_a_plain_def_is_a_stage(
+    broker: MemoryBroker,
+) -> None:
+    """serialize, batch (nothing to split) and transaction (not a commit) add no coroutine of
+    their own: the caller awaits the next stage's awaitable itself. Splitting and committing
+    still run in the stage; bad input raises before anything is awaited."""
+    from sagamesh.errors import InvalidEventError
+    from sagamesh.publishing.stages import BatchStage, SerializeStage, TransactionStage
+    from sagamesh.serialization import get_serializer
+
+    seen: list[Publication] = []
+
+    async def sink(pub: Publication) -> None:
+        seen.append(pub)
+        pub.results = [None] * len(pub.messages)
+
+    def next_stage(pub: Publication) -> object:
+        return marker
+
+    marker = sink(Publication(()))  # any awaitable: it must come back unchanged
+    serialize = SerializeStage(get_serializer("json"), "t", "single")
+    single = Publication((make_event(),))
+    assert serialize(single, next_stage) is marker  # type: ignore[arg-type]
+    assert len(single.messages) == 1
+    assert BatchStage(10)(single, next_stage) is marker  # type: ignore[arg-type]
+    assert TransactionStage(broker)(single, next_stage) is marker  # type: ignore[arg-type]
+    marker.close()
+
+    with pytest.raises(InvalidEventError):
+        serialize(Publication((object(),)), next_stage)  # type: ignore[arg-type]
+
+    big = Publication((), [single.messages[0]] * 5)
+    split = BatchStage(2)(big, sink)
+    assert split is not marker
+    await split
+    assert [len(p.messages) for p in seen] == [2, 2, 1] and list(big.results) == [None] * 5
+
+    # A user stage may be a plain def too (here it stamps and passes on).
+    def stamp(pub: Publication, call_next: CallNext) -> object:
+        for message in pub.messages:
+            message.headers["x-plain"] = "1"
+        return call_next(pub)
+
+    publisher = SagaEventPublisher(broker, PublisherConfig(stages=[stamp]))
+    received = await collect(broker, "saga.events")
+    await publisher.publish_saga_event(make_event())
+    assert (await received.wait_for(1))[0].headers["x-plain"] == "1"

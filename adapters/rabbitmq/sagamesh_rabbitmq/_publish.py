@@ -12,10 +12,12 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from sagamesh._eager import DeadlineQueue, finish_by
 from sagamesh.errors import BrokerUnavailableError, PublishTimeoutError, SagameshError
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel
+    from aiormq.abc import AbstractChannel
     from pamqp.commands import Basic
 
 log = logging.getLogger("sagamesh_rabbitmq")
@@ -29,6 +31,17 @@ class PublishNackedError(BrokerUnavailableError):
     """RabbitMQ answered the publish with ``basic.nack`` (an internal broker error)."""
 
 
+class _Tries:
+    """What the tries of one publish saw, for the error its deadline raises."""
+
+    __slots__ = ("count", "last", "phase")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: BaseException | None = None
+        self.phase = "connect"
+
+
 class ConfirmingPublisher:
     """Publishes on one confirm-mode channel; owned by the broker."""
 
@@ -38,6 +51,11 @@ class ConfirmingPublisher:
         self._timeout = timeout
         self._window = window
         self._mandatory = mandatory
+        self._deadlines = DeadlineQueue(timeout)
+        # The robust channel's current aiormq channel, kept while it is open: asking the robust
+        # channel for it (two awaits through its ready state) cost more than the publish's own
+        # Python work. A reconnect closes it, and the next publish asks again.
+        self._underlay: AbstractChannel | None = None
         self.closed = False
         self.retries = 0
         self._inflight = 0
@@ -64,67 +82,75 @@ class ConfirmingPublisher:
 
     async def publish(self, exchange: str, routing_key: str, body: bytes,
                       props: Basic.Properties, *, mandatory: bool | None = None) -> None:
-        """Return once RabbitMQ confirmed; raise a sagamesh error otherwise."""
+        """Return once RabbitMQ confirmed; raise a sagamesh error otherwise.
+
+        Every try shares one deadline, ``timeout`` after the call; deadlines of one length
+        share one loop timer (:class:`~sagamesh._eager.DeadlineQueue`) instead of an
+        ``asyncio.timeout`` per publish."""
         self._enter()
+        tries = _Tries()
         try:
-            await self._publish(exchange, routing_key, body, props, mandatory)
+            expired = await finish_by(
+                self._tries(exchange, routing_key, body, props,
+                            self._mandatory if mandatory is None else mandatory, tries),
+                self._deadlines)
         finally:
             self._leave()
+        if not expired:
+            return
+        last = tries.last
+        if isinstance(last, PublishNackedError):
+            raise last
+        if tries.phase == "connect":
+            raise BrokerUnavailableError(
+                f"RabbitMQ unreachable for {self._timeout:.1f}s; message "
+                f"{props.message_id} not published"
+            ) from last
+        raise PublishTimeoutError(
+            f"RabbitMQ did not confirm message {props.message_id} within {self._timeout:.1f}s"
+        ) from last
 
-    async def _publish(self, exchange: str, routing_key: str, body: bytes,
-                       props: Basic.Properties, mandatory: bool | None) -> None:
+    async def _tries(self, exchange: str, routing_key: str, body: bytes,
+                     props: Basic.Properties, mandatory: bool, tries: _Tries) -> None:
+        """Publish until confirmed, across reconnects; the caller's deadline ends it."""
         from aiormq.exceptions import AMQPError, DeliveryError, PublishError
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        mandatory = self._mandatory if mandatory is None else mandatory
-        last: BaseException | None = None
-        tries = 0
         while True:
             if self.closed:
-                raise BrokerUnavailableError("the RabbitMQ broker is closed") from last
-            phase = "connect"
+                raise BrokerUnavailableError("the RabbitMQ broker is closed") from tries.last
+            tries.phase = "connect"
             try:
-                async with asyncio.timeout_at(deadline):
+                channel = self._underlay
+                if channel is None or channel.is_closed:  # first publish, or reconnected
+                    self._underlay = None
                     await self._channel.ready()
-                    channel = await self._channel.get_underlay_channel()
-                    phase = "confirm"
-                    await channel.basic_publish(
-                        body, exchange=exchange, routing_key=routing_key,
-                        properties=props, mandatory=mandatory,
-                    )
+                    channel = self._underlay = await self._channel.get_underlay_channel()
+                tries.phase = "confirm"
+                await channel.basic_publish(
+                    body, exchange=exchange, routing_key=routing_key,
+                    properties=props, mandatory=mandatory,
+                )
                 return
             except PublishError as exc:
                 raise UnroutableMessageError(
                     f"no queue is bound for topic {routing_key!r} on exchange {exchange!r} "
                     f"(message {props.message_id})"
                 ) from exc
-            except TimeoutError as exc:
-                if isinstance(last, PublishNackedError):
-                    raise last from exc
-                if phase == "connect":
-                    raise BrokerUnavailableError(
-                        f"RabbitMQ unreachable for {self._timeout:.1f}s; message "
-                        f"{props.message_id} not published"
-                    ) from (last or exc)
-                raise PublishTimeoutError(
-                    f"RabbitMQ did not confirm message {props.message_id} within "
-                    f"{self._timeout:.1f}s"
-                ) from (last or exc)
             except DeliveryError as exc:
-                last = PublishNackedError(f"RabbitMQ nacked message {props.message_id}")
-                last.__cause__ = exc
+                tries.last = PublishNackedError(f"RabbitMQ nacked message {props.message_id}")
+                tries.last.__cause__ = exc
             except asyncio.CancelledError as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
-                    raise  # our caller cancelled us
-                last = exc  # the channel closed under a pending confirm
+                    raise  # our caller cancelled us, or the deadline did
+                tries.last = exc  # the channel closed under a pending confirm
             except (AMQPError, ConnectionError, RuntimeError) as exc:
-                last = exc  # connection or channel lost; the robust connection restores it
-            tries += 1
+                tries.last = exc  # connection or channel lost; the robust connection restores it
+            tries.count += 1
             self.retries += 1
-            log.debug("publish of %s failed (%r); retry %d", props.message_id, last, tries)
-            await asyncio.sleep(min(0.02 * 2 ** min(tries, 6), 1.0))
+            log.debug("publish of %s failed (%r); retry %d", props.message_id, tries.last,
+                      tries.count)
+            await asyncio.sleep(min(0.02 * 2 ** min(tries.count, 6), 1.0))
 
     async def publish_many(
         self, exchange: str, items: Sequence[tuple[str, bytes, Basic.Properties]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from ..stage import CallNext, Publication
 
 
@@ -17,12 +19,14 @@ class BatchStage:
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
 
-    async def __call__(self, pub: Publication, call_next: CallNext) -> None:
+    def __call__(self, pub: Publication, call_next: CallNext) -> Awaitable[None]:
+        if len(pub.messages) <= self.batch_size or pub.transaction is not None:
+            return call_next(pub)  # nothing to split: no coroutine of this stage
+        return self._split(pub, call_next)
+
+    async def _split(self, pub: Publication, call_next: CallNext) -> None:
         size = self.batch_size
         total = len(pub.messages)
-        if total <= size or pub.transaction is not None:
-            await call_next(pub)
-            return
         results: list[BaseException | None] = []
         for start in range(0, total, size):
             chunk = pub.subset(range(start, min(start + size, total)))

@@ -76,17 +76,17 @@ class ReliabilityStage:
             if len(pub.results) != len(pub.messages):  # a stage swallowed the call: no news
                 pub.results = [None] * len(pub.messages)
             return
-        await self._finish(pub, finish_within(rest, limit), limit)
-
-    async def _finish(self, pub: Publication, waiting: Awaitable[bool], limit: float) -> None:
-        """The attempt had to wait: ``waiting`` awaits the rest of it under the per-attempt
-        timeout (armed only now, so attempts that never wait cost no timer) and tells whether
-        that expired."""
+        # The attempt had to wait: the rest runs under the per-attempt timeout, armed only now
+        # (attempts that never wait cost no timer).
         try:
-            expired = await waiting
+            expired = await finish_within(rest, limit)
         except Exception as exc:
             pub.results = [exc] * len(pub.messages)
             return
+        self._waited(pub, expired, limit)
+
+    def _waited(self, pub: Publication, expired: bool, limit: float) -> None:
+        """Results of an attempt that had to wait and finished (``expired``: by its timeout)."""
         if expired:
             self._metrics.timeouts += 1
             error = PublishTimeoutError(f"not confirmed within {limit:g}s")
@@ -113,7 +113,12 @@ class ReliabilityStage:
                     return
             else:
                 first = self._first
-                await self._finish(pub, finish_by(rest, first), first.limit)
+                try:  # awaited here, not in a helper: every confirmed publish resumes this way
+                    expired = await finish_by(rest, first)
+                except Exception as exc:
+                    pub.results = [exc] * len(pub.messages)
+                else:
+                    self._waited(pub, expired, first.limit)
                 if not any(pub.results):
                     self._metrics.succeeded_messages += len(pub.results)
                     return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from ...errors import InvalidEventError, SerializationError
 from ...events import SagaEvent
@@ -46,14 +46,15 @@ class SerializeStage:
         except Exception as exc:  # a serializer must not leak bare errors
             raise SerializationError(f"cannot encode event {event.id}: {exc}") from exc
 
-    async def __call__(self, pub: Publication, call_next: CallNext) -> None:
+    def __call__(self, pub: Publication, call_next: CallNext) -> Awaitable[None]:
+        """Bad input raises here, before anything is awaited."""
         if not pub.messages:
             events = pub.events
             if len(events) == 1:
                 pub.messages = (self.encode(events[0]),)
             else:
                 pub.messages = self._encode_all(events)
-        await call_next(pub)
+        return call_next(pub)
 
     def _encode_all(self, events: Sequence[SagaEvent]) -> list[Message]:
         encode = self.encode

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from ...brokers.base import Broker, TransactionalBroker
 from ..outbox import Outbox, OutboxRelay
 from ..stage import CallNext, Publication
@@ -27,11 +29,13 @@ class TransactionStage:
         self.relay = relay
         self.outbox: Outbox | None = relay.outbox if relay is not None else None
 
-    async def __call__(self, pub: Publication, call_next: CallNext) -> None:
+    def __call__(self, pub: Publication, call_next: CallNext) -> Awaitable[None]:
         tx_id = pub.transaction
         if tx_id is None:
-            await call_next(pub)
-            return
+            return call_next(pub)  # not a commit: no coroutine of this stage
+        return self._commit(pub, tx_id)
+
+    async def _commit(self, pub: Publication, tx_id: str) -> None:
         relay = self.relay
         if relay is None:
             broker = self.broker
