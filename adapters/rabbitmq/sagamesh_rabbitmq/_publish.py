@@ -122,7 +122,6 @@ class ConfirmingPublisher:
             try:
                 channel = self._underlay
                 if channel is None or channel.is_closed:  # first publish, or reconnected
-                    self._underlay = None
                     await self._channel.ready()
                     channel = self._underlay = await self._channel.get_underlay_channel()
                 tries.phase = "confirm"
@@ -146,6 +145,9 @@ class ConfirmingPublisher:
                 tries.last = exc  # the channel closed under a pending confirm
             except (AMQPError, ConnectionError, RuntimeError) as exc:
                 tries.last = exc  # connection or channel lost; the robust connection restores it
+            # A failed try asks the robust channel again (through its ready state), even if
+            # the kept channel does not know yet that it is gone.
+            self._underlay = None
             tries.count += 1
             self.retries += 1
             log.debug("publish of %s failed (%r); retry %d", props.message_id, tries.last,
