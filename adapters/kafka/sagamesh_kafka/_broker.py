@@ -170,9 +170,9 @@ class KafkaBroker:
 
     async def ensure_topic(self, topic: str) -> None:
         """Create ``topic`` (``partitions``, ``replication_factor``) unless it exists."""
-        check_topic(topic)
-        if topic in self._topics:
+        if topic in self._topics:  # checked when it was added
             return
+        check_topic(topic)
         task = self._creating.get(topic)
         if task is None:
             task = self._creating[topic] = asyncio.create_task(self._create_topic(topic))
@@ -205,7 +205,8 @@ class KafkaBroker:
     async def publish(self, message: Message) -> None:
         producer = self._enter()
         try:
-            await self.ensure_topic(message.topic)
+            if message.topic not in self._topics:  # a known topic costs no coroutine
+                await self.ensure_topic(message.topic)
             try:
                 future = await producer.send(message.topic, message.body,
                                              key=record_key(message),

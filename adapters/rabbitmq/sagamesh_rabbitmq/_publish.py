@@ -51,6 +51,13 @@ class ConfirmingPublisher:
         self._timeout = timeout
         self._window = window
         self._mandatory = mandatory
+        # aiormq's errors, imported here (on connect) rather than by an import statement per
+        # publish, which cost more than the rest of a publish's own Python work
+        from aiormq.exceptions import AMQPError, DeliveryError, PublishError
+
+        self._unroutable: type[Exception] = PublishError
+        self._nacked: type[Exception] = DeliveryError
+        self._lost: tuple[type[Exception], ...] = (AMQPError, ConnectionError, RuntimeError)
         self._deadlines = DeadlineQueue(timeout)
         # The robust channel's current aiormq channel, kept while it is open: asking the robust
         # channel for it (two awaits through its ready state) cost more than the publish's own
@@ -113,8 +120,6 @@ class ConfirmingPublisher:
     async def _tries(self, exchange: str, routing_key: str, body: bytes,
                      props: Basic.Properties, mandatory: bool, tries: _Tries) -> None:
         """Publish until confirmed, across reconnects; the caller's deadline ends it."""
-        from aiormq.exceptions import AMQPError, DeliveryError, PublishError
-
         while True:
             if self.closed:
                 raise BrokerUnavailableError("the RabbitMQ broker is closed") from tries.last
@@ -130,12 +135,12 @@ class ConfirmingPublisher:
                     properties=props, mandatory=mandatory,
                 )
                 return
-            except PublishError as exc:
+            except self._unroutable as exc:
                 raise UnroutableMessageError(
                     f"no queue is bound for topic {routing_key!r} on exchange {exchange!r} "
                     f"(message {props.message_id})"
                 ) from exc
-            except DeliveryError as exc:
+            except self._nacked as exc:
                 tries.last = PublishNackedError(f"RabbitMQ nacked message {props.message_id}")
                 tries.last.__cause__ = exc
             except asyncio.CancelledError as exc:
@@ -143,7 +148,7 @@ class ConfirmingPublisher:
                 if task is not None and task.cancelling():
                     raise  # our caller cancelled us, or the deadline did
                 tries.last = exc  # the channel closed under a pending confirm
-            except (AMQPError, ConnectionError, RuntimeError) as exc:
+            except self._lost as exc:
                 tries.last = exc  # connection or channel lost; the robust connection restores it
             # A failed try asks the robust channel again (through its ready state), even if
             # the kept channel does not know yet that it is gone.
