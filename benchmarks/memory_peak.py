@@ -8,12 +8,18 @@ dropped, as a producer streaming events would. The memory broker keeps only its 
 messages (``retention``); with ``--url nats://...`` (or amqp://, kafka://) a real broker
 receives them. Peak RSS (``ru_maxrss``) and current RSS are read at checkpoints: if the
 publisher retained anything per event, the peak would grow with the count.
+
+On RabbitMQ a message that no queue is bound for is confirmed and dropped at once, which is
+cheaper than what a real topic costs; so with an ``amqp://`` URL a durable queue holding the
+newest ``--keep`` messages (``x-max-length``, oldest dropped) is bound to the topic first and
+deleted afterwards: every publish is routed and stored, and RabbitMQ's disk stays bounded.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import gc
 import json
@@ -21,6 +27,7 @@ import resource
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +58,30 @@ def _broker(url: str) -> Broker:
     return create_broker(url)
 
 
-async def measure(events: int, batch: int, url: str, topic: str,
+@contextlib.asynccontextmanager
+async def _bounded_sink(broker: Broker, url: str, topic: str, keep: int) -> AsyncIterator[None]:
+    """On RabbitMQ: a queue keeping the newest ``keep`` messages of ``topic`` (see above)."""
+    if not url.startswith(("amqp://", "amqps://")):
+        yield
+        return
+    import aio_pika
+
+    exchange = str(getattr(broker, "exchange", "sagamesh"))
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{topic}:memory-peak", durable=True,
+                                            arguments={"x-max-length": keep})
+        await queue.bind(exchange, routing_key=topic)
+        try:
+            yield
+        finally:
+            await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
+
+
+async def measure(events: int, batch: int, url: str, topic: str, keep: int = 10_000,
                   log: Any = print) -> dict[str, Any]:
     checkpoints = sorted({c for c in CHECKPOINTS if c < events} | {events})
     base = typical_event()
@@ -62,7 +92,7 @@ async def measure(events: int, batch: int, url: str, topic: str,
     log(f"before: peak {peak0} MiB, current {current0} MiB")
     broker = _broker(url)
     started = time.perf_counter()
-    async with broker:
+    async with broker, _bounded_sink(broker, url, topic, keep):
         publisher = SagaEventPublisher(broker, PublisherConfig(topic_prefix=topic))
         sent = 0
         next_checkpoint = 0
@@ -87,6 +117,7 @@ async def measure(events: int, batch: int, url: str, topic: str,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python -m benchmarks.memory_peak", *sys.argv[1:]]),
         "settings": {"events": events, "batch": batch, "url": url.split("@")[-1],
+                     **({"rabbitmq_queue_keeps": keep} if url.startswith("amqp") else {}),
                      "payload_bytes": len(msgspec.json.encode(base))},
         "baseline": {"peak_rss_mib": peak0, "rss_mib": current0},
         "checkpoints": rows,
@@ -102,13 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--url", default="memory://")
+    parser.add_argument("--keep", type=int, default=10_000,
+                        help="amqp:// only: messages the bound queue keeps (newest)")
     parser.add_argument("--topic", default=f"bench.memory-peak.{uuid.uuid4().hex[:8]}",
                         help="default: unique per run (on a real broker, delete it afterwards)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.events < 1 or args.batch < 1:
-        parser.error("--events and --batch must be >= 1")
-    report = asyncio.run(measure(args.events, args.batch, args.url, args.topic))
+    if args.events < 1 or args.batch < 1 or args.keep < 1:
+        parser.error("--events, --batch and --keep must be >= 1")
+    report = asyncio.run(measure(args.events, args.batch, args.url, args.topic, args.keep))
     out = args.out or Path("benchmarks/results") / f"memory-{datetime.date.today()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

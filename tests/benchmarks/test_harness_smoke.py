@@ -117,6 +117,37 @@ def test_memory_peak_reports_checkpoints(tmp_path: Path) -> None:
     assert data["checkpoints"][0]["peak_rss_mib"] >= data["baseline"]["peak_rss_mib"] > 0
 
 
+async def test_memory_peak_on_rabbitmq_routes_every_publish_into_a_bounded_queue(
+        amqp_url: str, unique: str) -> None:
+    """RabbitMQ drops what no queue is bound for; the run binds one keeping the newest
+    ``keep`` messages, and deletes it afterwards."""
+    import aio_pika
+    from aiormq.exceptions import ChannelNotFoundEntity
+    from sagamesh_rabbitmq import RabbitBroker
+
+    from sagamesh.publishing import PublisherConfig, SagaEventPublisher
+    from sagamesh.testing.samples import typical_event
+
+    topic = f"bench.memory-peak.{unique}"
+    queue_name = f"{topic}:memory-peak"
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        async with RabbitBroker(amqp_url, exchange=f"bench-{unique}") as broker:
+            async with memory_peak._bounded_sink(broker, amqp_url, topic, keep=3):
+                publisher = SagaEventPublisher(broker, PublisherConfig(topic_prefix=topic))
+                await publisher.publish_batch([typical_event() for _ in range(5)])
+                await publisher.close()
+                queue = await channel.declare_queue(queue_name, passive=True)
+                assert queue.declaration_result.message_count == 3
+            await broker.delete_topology()
+        channel = await connection.channel()
+        with pytest.raises(ChannelNotFoundEntity):
+            await channel.declare_queue(queue_name, passive=True)
+    finally:
+        await connection.close()
+
+
 @pytest.mark.parametrize("stage", instructions.STAGES)
 async def test_every_instruction_count_stage_handles_exactly_the_records_asked_for(
         stage: str) -> None:
