@@ -39,52 +39,8 @@ def _broker_section(settings: Settings | BrokerSettings) -> BrokerSettings:
 
 
 def broker_options(broker: BrokerSettings) -> dict[str, Any]:
-    """The adapter keyword arguments for ``broker``: the generic settings (connect timeout,
-    TLS, credentials) translated to what each adapter understands, then ``options`` as given."""
-    mapped: dict[str, Any] = {}
-    tls = broker.tls
-    if broker.type == "rabbitmq":
-        mapped["connect_timeout"] = broker.connect_timeout
-        if tls.enabled:
-            mapped["tls"] = tls
-    elif broker.type == "kafka":
-        if tls.enabled:
-            mapped["tls"] = True
-            if tls.ca_file or tls.cert_file or not tls.verify:
-                mapped["ssl_context"] = _ssl_context(broker)
-        if broker.url is not None and broker.username:
-            mapped["username"] = broker.username
-            if broker.password is not None:
-                mapped["password"] = broker.password.get_secret_value()
-    elif broker.type == "nats":
-        mapped["connect_timeout"] = broker.connect_timeout
-        connect: dict[str, Any] = {}
-        if tls.enabled:
-            connect["tls"] = _ssl_context(broker)
-        if broker.url is not None and broker.username:
-            connect["user"] = broker.username
-            if broker.password is not None:
-                connect["password"] = broker.password.get_secret_value()
-        if connect:
-            mapped["connect_options"] = {**connect,
-                                         **broker.options.get("connect_options", {})}
-    mapped.update({k: v for k, v in broker.options.items()
-                   if not (k == "connect_options" and "connect_options" in mapped)})
-    return mapped
-
-
-def _ssl_context(broker: BrokerSettings) -> Any:
-    import ssl
-
-    tls = broker.tls
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file:
-        context.load_cert_chain(str(tls.cert_file),
-                                str(tls.key_file) if tls.key_file else None)
-    if not tls.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    """The adapter keyword arguments for ``broker`` (see :meth:`BrokerSettings.broker_options`)."""
+    return broker.broker_options()
 
 
 def create_broker(settings: Settings | BrokerSettings) -> Broker:

@@ -122,11 +122,53 @@ class BrokerSettings(_Section):
         return f"{scheme}://{auth}{','.join(self.endpoints)}"
 
     def broker_options(self) -> dict[str, Any]:
-        options = dict(self.options)
-        if self.tls.enabled:
-            options["tls"] = self.tls
-        options.setdefault("connect_timeout", self.connect_timeout)
-        return options
+        """The adapter keyword arguments: the generic settings (connect timeout, TLS,
+        credentials) translated to what this ``type``'s adapter understands, then ``options``
+        as given. ``sagamesh.create_broker(settings.broker)`` passes them on."""
+        mapped: dict[str, Any] = {}
+        tls = self.tls
+        if self.type == "rabbitmq":
+            mapped["connect_timeout"] = self.connect_timeout
+            if tls.enabled:
+                mapped["tls"] = tls
+        elif self.type == "kafka":
+            if tls.enabled:
+                mapped["tls"] = True
+                if tls.ca_file or tls.cert_file or not tls.verify:
+                    mapped["ssl_context"] = self.ssl_context()
+            if self.url is not None and self.username:
+                mapped["username"] = self.username
+                if self.password is not None:
+                    mapped["password"] = self.password.get_secret_value()
+        elif self.type == "nats":
+            mapped["connect_timeout"] = self.connect_timeout
+            connect: dict[str, Any] = {}
+            if tls.enabled:
+                connect["tls"] = self.ssl_context()
+            if self.url is not None and self.username:
+                connect["user"] = self.username
+                if self.password is not None:
+                    connect["password"] = self.password.get_secret_value()
+            if connect:
+                mapped["connect_options"] = {**connect,
+                                             **self.options.get("connect_options", {})}
+        mapped.update({k: v for k, v in self.options.items()
+                       if not (k == "connect_options" and "connect_options" in mapped)})
+        return mapped
+
+    def ssl_context(self) -> Any:
+        """An ``ssl.SSLContext`` from ``tls`` (CA file, client certificate, verification)."""
+        import ssl
+
+        tls = self.tls
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file:
+            context.load_cert_chain(str(tls.cert_file),
+                                    str(tls.key_file) if tls.key_file else None)
+        if not tls.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def display_url(self) -> str:
         try:

@@ -136,3 +136,45 @@ def test_handler_settings_reconfigure_the_router() -> None:
     assert [h.handler_id for h in consumer.router.handlers] == ["a"]
     config = router.get_handler("a").config
     assert (config.priority, config.max_concurrency) == (9, 2)
+
+
+@pytest.mark.parametrize("config", ["memory.yaml", "nats.yaml", "rabbitmq.yaml", "kafka.yaml"])
+def test_the_spec_form_create_broker_of_settings_broker_builds_each_config(config: str) -> None:
+    """``sagamesh.create_broker(settings.broker)`` (SPEC §4) translates the generic settings
+    as the factories do: Kafka has no ``connect_timeout`` and must not be handed one."""
+    import sagamesh
+
+    settings = Settings.from_yaml(CONFIGS / config)
+    broker = sagamesh.create_broker(settings.broker)
+    assert type(broker) is type(factories.create_broker(settings))
+    assert settings.broker.broker_options() == factories.broker_options(settings.broker)
+
+
+def test_the_spec_form_create_broker_translates_tls_and_credentials(tmp_path: Path) -> None:
+    import ssl
+
+    import sagamesh
+
+    kafka = Settings.load({"broker": {
+        "type": "kafka", "url": "kafka://127.0.0.1:9093", "username": "u", "password": "p",
+        "tls": {"enabled": True, "verify": False}}}).broker
+    broker = sagamesh.create_broker(kafka)
+    assert broker.options.tls is True  # type: ignore[attr-defined]
+    assert isinstance(broker.options.ssl_context, ssl.SSLContext)  # type: ignore[attr-defined]
+    assert broker.options.ssl_context.verify_mode == ssl.CERT_NONE  # type: ignore[attr-defined]
+    assert (broker.options.username, broker.options.password) == ("u", "p")  # type: ignore[attr-defined]
+
+    nats = Settings.load({"broker": {"type": "nats", "url": "nats://127.0.0.1:4223",
+                                     "username": "u", "password": "p", "connect_timeout": 3,
+                                     "tls": {"enabled": True}}}).broker
+    broker = sagamesh.create_broker(nats)
+    options = broker.options  # type: ignore[attr-defined]
+    assert isinstance(options.connect_options["tls"], ssl.SSLContext)
+    assert (options.connect_options["user"], options.connect_options["password"]) == ("u", "p")
+    assert options.connect_timeout == 3.0
+
+    rabbit = Settings.load({"broker": {"type": "rabbitmq", "endpoints": ["127.0.0.1:5671"],
+                                       "connect_timeout": 4, "tls": {"enabled": True}}}).broker
+    broker = sagamesh.create_broker(rabbit)
+    assert broker.url.startswith("amqps://")  # type: ignore[attr-defined]
+    assert broker.options.connect_timeout == 4.0  # type: ignore[attr-defined]
