@@ -68,9 +68,10 @@ async def _try_connect(settings: object, source: str) -> None:
 
 
 def worker(
-    app: str = typer.Argument(..., metavar="APP",
-                              help="'module:attr': an EventRouter, SagaDefinition(s), a "
-                                   "WorkerApp, or a function returning one."),
+    app: str | None = typer.Argument(
+        None, metavar="[APP]",
+        help="'module:attr': an EventRouter, SagaDefinition(s), a WorkerApp, or a function "
+             "returning one. Default: the settings' `app` (SAGAMESH_APP)."),
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Run consumers and the saga coordinator of APP with the settings of --config until
@@ -80,6 +81,11 @@ def worker(
     settings = load_settings(config)
     from .errors import ConfigError
 
+    if app is None:
+        app = settings.app
+    if not app:
+        fail(f"no app to run: give APP ('module:attr') or set `app` in {source_of(config)} "
+             "(field 'app', env SAGAMESH_APP)", EXIT_CONFIG)
     try:
         worker_app = load_app(app)
     except ConfigError as exc:

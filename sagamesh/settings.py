@@ -305,6 +305,9 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    app: str | None = None
+    """``'module:attr'`` that ``sagamesh worker --config FILE`` runs (an EventRouter,
+    SagaDefinition(s), a WorkerApp or a function returning one); the APP argument wins."""
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)

@@ -1,4 +1,4 @@
-"""`sagamesh worker --config FILE APP` as a process: consumes from the configured broker,
+"""`sagamesh worker --config FILE [APP]` as a process: consumes from the configured broker,
 serves /metrics, drains in-flight work on SIGTERM and exits 0; clear errors otherwise."""
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ async def test_worker_consumes_serves_metrics_and_drains_on_sigterm(
     port = free_port()
     topic, group = f"worker.{unique}.events", f"worker-{unique}"
     config = write_config({
+        "app": "worker_fixture:app",  # SPEC §8's `worker --config FILE`: the app is in the file
         "broker": {"type": "nats", "url": nats_url},
         "consumer": {"topic_prefix": topic, "group": group, "dlq_topic": f"{topic}.dlq"},
         "metrics": {"enabled": True, "port": port},
     })
     out = tmp_path / "audit.log"
-    proc = spawn("worker", "--config", str(config), "worker_fixture:app",
-                 env={"WORKER_OUT": str(out)})
+    proc = spawn("worker", "--config", str(config), env={"WORKER_OUT": str(out)})
     # /metrics comes up last, once the consumer is subscribed.
     await _until(lambda: _metrics(port) or proc.poll() is not None, 60, "the worker")
     assert proc.poll() is None, proc.stderr.read()
@@ -102,5 +102,13 @@ def test_worker_errors(sagamesh: Run, write_config: Callable[..., Path]) -> None
     assert proc.returncode == 2 and "has no attribute 'nothing'" in proc.stderr
     proc = sagamesh("worker", "--config", str(config), "worker_fixture:app", timeout=60)
     assert proc.returncode == 3 and "cannot reach the nats broker" in proc.stderr
+    proc = sagamesh("worker", "--config", str(config))
+    assert proc.returncode == 2 and "no app to run" in proc.stderr and "'app'" in proc.stderr
+    with_app = write_config({"app": "worker_fixture:nothing", "broker": {"type": "memory"}},
+                            "with_app.yaml")
+    proc = sagamesh("worker", "--config", str(with_app))  # the app comes from the file
+    assert proc.returncode == 2 and "has no attribute 'nothing'" in proc.stderr
+    proc = sagamesh("worker", "--config", str(with_app), "no_such_module:app")  # APP wins
+    assert proc.returncode == 2 and "cannot import module 'no_such_module'" in proc.stderr
     proc = sagamesh("worker", "--help")
     assert proc.returncode == 0 and "SIGTERM" in proc.stdout
