@@ -188,12 +188,26 @@ def create_consumer(broker: Broker, router: EventRouter, settings: Settings, *,
 
 def create_dlq_handler(broker: Broker, settings: Settings, *,
                        store: DLQStore | None = None) -> DeadLetterQueueHandler:
-    """A :class:`DeadLetterQueueHandler` for ``dlq:`` (topic, group, retry policy)."""
+    """A :class:`DeadLetterQueueHandler` for ``dlq:`` (topic, group, retry policy).
+
+    What ``dlq:`` leaves unset follows the publisher's ``reliability`` where that sets it
+    (``dlq_topic``, ``dlq_retry_policy``): the handler then serves the publisher's dead letters.
+    """
     from .consuming import DeadLetterQueueHandler
     from .consuming.from_settings import dlq_config_from_settings
 
-    config = dlq_config_from_settings(settings.dlq) if store is None \
-        else dlq_config_from_settings(settings.dlq, store=store)
+    dlq = settings.dlq
+    reliability = settings.publisher.reliability
+    given, follows = dlq.model_fields_set, reliability.model_fields_set
+    update: dict[str, Any] = {}
+    if "topic" not in given and "dlq_topic" in follows:
+        update["topic"] = reliability.dlq_topic
+    if "retry_policy" not in given and "dlq_retry_policy" in follows:
+        update["retry_policy"] = reliability.dlq_retry_policy
+    if update:
+        dlq = dlq.model_copy(update=update)
+    config = dlq_config_from_settings(dlq) if store is None \
+        else dlq_config_from_settings(dlq, store=store)
     return DeadLetterQueueHandler(broker, config)
 
 

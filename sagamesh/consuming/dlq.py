@@ -16,13 +16,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .._durations import Duration, require_seconds, seconds
 from ..brokers.base import Broker, Delivery, Subscription
 from ..errors import DeadLetterNotFoundError, HandlerTimeoutError
 from ..events import SagaEvent
 from ..message import Headers, Message
-from ..publishing import DLQRetryPolicy
+from ..publishing import DLQRetryPolicy, ReliabilityConfig
 from .context import HandlerContext
 from .dlq_store import DeadLetterEntry, DLQStore, MemoryDLQStore
 from .handler import SagaEventHandler
@@ -47,6 +48,15 @@ class DLQConfig:
     group: str = "sagamesh-dlq"
     auto_retry: bool = False
     scan_interval: Duration | None = None
+
+    @classmethod
+    def from_reliability(cls, reliability: ReliabilityConfig, **overrides: Any) -> DLQConfig:
+        """The handler of a publisher's dead letters: its ``dlq_topic`` and
+        ``dlq_retry_policy`` (``overrides`` set the other fields, e.g. ``auto_retry=True``)."""
+        values: dict[str, Any] = {"topic": reliability.dlq_topic,
+                                  "retry_policy": reliability.dlq_retry_policy}
+        values.update(overrides)
+        return cls(**values)
 
     def interval(self) -> float:
         given = seconds(self.scan_interval)

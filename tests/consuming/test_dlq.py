@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sagamesh.brokers.base import Delivery
 from sagamesh.brokers.memory import MemoryBroker
 from sagamesh.consuming import (
     ConsumerConfig,
@@ -238,3 +239,35 @@ async def test_a_failed_republish_keeps_the_entry(broker: MemoryBroker) -> None:
     with pytest.raises(ConnectionError):
         await dlq.recover("m1")
     assert (await dlq.get("m1")).recoveries == 0
+
+
+async def test_a_handler_from_the_publishers_reliability_serves_its_dead_letters(
+        broker: MemoryBroker) -> None:
+    """``DLQConfig.from_reliability``: the topic the publisher dead-letters to and its
+    ``dlq_retry_policy`` (here: auto-retried after 20 ms, back to the original topic)."""
+    from sagamesh.publishing import PublisherConfig, ReliabilityConfig, SagaEventPublisher
+    from sagamesh.testing.faults import FaultyBroker
+
+    reliability = ReliabilityConfig(
+        max_retry_attempts=0, dlq_topic="orders.dlq",
+        dlq_retry_policy=DLQRetryPolicy(max_retries=1, retry_interval=0.02, ttl=3600))
+    config = DLQConfig.from_reliability(reliability, auto_retry=True, scan_interval=0.005)
+    assert (config.topic, config.retry_policy, config.auto_retry) == (
+        "orders.dlq", reliability.dlq_retry_policy, True)
+    poison = event("s-from-reliability")
+    arrived: list[str] = []
+
+    async def on_original(delivery: Delivery) -> None:
+        arrived.append(delivery.message.id)
+        await delivery.ack()
+
+    await broker.subscribe(TOPIC, on_original, group="check")
+    async with FaultyBroker(broker, fail_when=lambda m: m.topic == TOPIC) as faulty, \
+            DeadLetterQueueHandler(broker, config) as dlq:
+        publisher = SagaEventPublisher(faulty, PublisherConfig(topic_prefix=TOPIC,
+                                                               reliability=reliability))
+        await publisher.publish_saga_event(poison)  # fails once, parked in orders.dlq
+        assert publisher.get_reliability_metrics().dlq_messages_count == 1
+        await poll_until(lambda: arrived == [poison.id])  # re-published by the handler
+        assert dlq.get_metrics().auto_retries == 1
+        await publisher.close()

@@ -178,3 +178,21 @@ def test_the_spec_form_create_broker_translates_tls_and_credentials(tmp_path: Pa
     broker = sagamesh.create_broker(rabbit)
     assert broker.url.startswith("amqps://")  # type: ignore[attr-defined]
     assert broker.options.connect_timeout == 4.0  # type: ignore[attr-defined]
+
+
+def test_dlq_handler_follows_the_publishers_reliability_where_dlq_is_silent() -> None:
+    follows = factories.create_dlq_handler(factories.create_broker(Settings.load({})),
+                                           Settings.load({"publisher": {"reliability": {
+                                               "dlq_topic": "orders.dlq",
+                                               "dlq_retry_policy": {"max_retries": 7,
+                                                                    "ttl": "2h"}}}}))
+    assert follows.config.topic == "orders.dlq"
+    assert (follows.config.retry_policy.max_retries, follows.config.retry_policy.ttl) == (7, 7200)
+    given = Settings.load({"dlq": {"topic": "ops.dlq", "retry_policy": {"max_retries": 1}},
+                           "publisher": {"reliability": {"dlq_topic": "orders.dlq",
+                                                         "dlq_retry_policy": {"max_retries": 7}}}})
+    wins = factories.create_dlq_handler(factories.create_broker(given), given)
+    assert (wins.config.topic, wins.config.retry_policy.max_retries) == ("ops.dlq", 1)
+    default = factories.create_dlq_handler(factories.create_broker(Settings.load({})),
+                                           Settings.load({}))
+    assert (default.config.topic, default.config.retry_policy.max_retries) == ("saga.dlq", 3)
