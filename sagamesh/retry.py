@@ -10,8 +10,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ._durations import Duration, require_seconds
-from .errors import BusinessError, RetryableError
+from ._durations import Duration, checked_count, checked_seconds, require_seconds
+from .errors import BusinessError, ConfigError, RetryableError
 
 
 @runtime_checkable
@@ -30,6 +30,14 @@ def is_retryable_error(error: BaseException | None) -> bool | None:
     if isinstance(error, BusinessError):
         return False
     return None
+
+
+def _check_number(owner: str, name: str, value: object, *, low: float,
+                  high: float | None = None) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not value >= low
+            or (high is not None and value > high)):
+        bound = f"within [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise ConfigError(f"{owner}.{name} must be a number {bound}, got {value!r}", field=name)
 
 
 class _Base:
@@ -57,12 +65,12 @@ class ExponentialBackoffRetryPolicy(_Base):
     rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.base_delay = require_seconds(self.base_delay)
-        self.max_delay = require_seconds(self.max_delay)
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ValueError("jitter must be within [0, 1]")
+        owner = "ExponentialBackoffRetryPolicy"
+        checked_count(owner, "max_attempts", self.max_attempts, minimum=1)
+        self.base_delay = checked_seconds(owner, "base_delay", self.base_delay, positive=False)
+        self.max_delay = checked_seconds(owner, "max_delay", self.max_delay, positive=False)
+        _check_number(owner, "multiplier", self.multiplier, low=1.0)
+        _check_number(owner, "jitter", self.jitter, low=0.0, high=1.0)
 
     def delay(self, attempt: int) -> float:
         base = require_seconds(self.base_delay)
@@ -79,8 +87,9 @@ class FixedDelayRetryPolicy(_Base):
     delay_seconds: Duration = 1.0
 
     def __init__(self, max_attempts: int = 3, delay: Duration = 1.0) -> None:
-        self.max_attempts = max_attempts
-        self.delay_seconds = require_seconds(delay)
+        owner = "FixedDelayRetryPolicy"
+        self.max_attempts = checked_count(owner, "max_attempts", max_attempts, minimum=1)
+        self.delay_seconds = checked_seconds(owner, "delay", delay, positive=False)
 
     def delay(self, attempt: int) -> float:
         return require_seconds(self.delay_seconds)
@@ -94,9 +103,11 @@ class LinearBackoffRetryPolicy(_Base):
     max_delay: Duration = 30.0
 
     def __post_init__(self) -> None:
-        self.base_delay = require_seconds(self.base_delay)
-        self.increment = require_seconds(self.increment)
-        self.max_delay = require_seconds(self.max_delay)
+        owner = "LinearBackoffRetryPolicy"
+        checked_count(owner, "max_attempts", self.max_attempts, minimum=1)
+        self.base_delay = checked_seconds(owner, "base_delay", self.base_delay, positive=False)
+        self.increment = checked_seconds(owner, "increment", self.increment, positive=False)
+        self.max_delay = checked_seconds(owner, "max_delay", self.max_delay, positive=False)
 
     def delay(self, attempt: int) -> float:
         step = require_seconds(self.increment) * max(0, attempt - 1)

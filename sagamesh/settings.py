@@ -7,6 +7,7 @@ the file, the field and what to do. Secrets (passwords, credentials inside URLs)
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -203,7 +204,7 @@ class PublisherSettings(_Section):
     topic_prefix: str = "saga.events"
     topic_strategy: Literal["single", "per_type"] = "single"
     serializer: Literal["json", "protobuf"] = "json"
-    enable_confirm: bool = True
+    enable_confirm: Literal[True] = True  # every publish waits for its confirm (at-least-once)
     retry_attempts: int = Field(3, ge=0)
     retry_interval: Seconds = 1.0
     timeout: PositiveSeconds = 5.0
@@ -330,12 +331,16 @@ class Settings(BaseSettings):
         # The environment overrides the file: a deployment changes one value without a new file.
         return env_settings, init_settings, file_secret_settings
 
+    def __init__(self, _source: str | None = None, **values: Any) -> None:
+        """Invalid values (given or from ``SAGAMESH_…`` variables) raise ConfigError."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _config_error(exc, _source) from None
+
     @classmethod
     def load(cls, data: dict[str, Any] | None = None, *, source: str | None = None) -> Settings:
-        try:
-            return cls(**(data or {}))
-        except ValidationError as exc:
-            raise _config_error(exc, source) from None
+        return cls(_source=source, **(data or {}))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Settings:
@@ -373,6 +378,8 @@ class Settings(BaseSettings):
 def _config_error(exc: ValidationError, source: str | None) -> ConfigError:
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"])
+    variable = "SAGAMESH_" + "__".join(str(part) for part in first["loc"]).upper()
+    from_env = variable in os.environ  # the environment overrides the file: blame the variable
     kind = first["type"]
     if kind == "extra_forbidden":
         message = f"unknown key {field!r}; check the spelling against the documented sections"
@@ -383,4 +390,6 @@ def _config_error(exc: ValidationError, source: str | None) -> ConfigError:
     more = exc.error_count() - 1
     if more:
         message += f"; and {more} more error(s)"
+    if from_env:
+        return ConfigError(f"{message}, from the environment variable {variable}", field=field)
     return ConfigError(message, field=field, file=source)

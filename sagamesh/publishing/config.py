@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from .._durations import Duration, require_seconds
+from .._durations import Duration, checked_count, checked_seconds, require_seconds
 from ..errors import ConfigError
 from ..retry import (
     ExponentialBackoffRetryPolicy,
@@ -28,25 +28,6 @@ TopicStrategy = Literal["single", "per_type"]
 TOPIC_STRATEGIES: tuple[str, ...] = ("single", "per_type")
 
 
-def _duration(owner: str, name: str, value: Any, *, positive: bool) -> float:
-    try:
-        result = require_seconds(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{owner}.{name} must be seconds (float) or a timedelta, "
-                          f"got {value!r}", field=name) from None
-    if result != result or result < 0 or (positive and result == 0):  # NaN, negative, zero
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigError(f"{owner}.{name} must be {bound}, got {value!r}", field=name)
-    return result
-
-
-def _count(owner: str, name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}",
-                          field=name)
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class DLQRetryPolicy:
     """How the DLQ handler re-tries dead-lettered messages (consumed by the DLQ side)."""
@@ -57,10 +38,10 @@ class DLQRetryPolicy:
 
     def __post_init__(self) -> None:
         owner = "DLQRetryPolicy"
-        _count(owner, "max_retries", self.max_retries, minimum=0)
-        object.__setattr__(self, "retry_interval",
-                           _duration(owner, "retry_interval", self.retry_interval, positive=False))
-        object.__setattr__(self, "ttl", _duration(owner, "ttl", self.ttl, positive=True))
+        checked_count(owner, "max_retries", self.max_retries, minimum=0)
+        object.__setattr__(self, "retry_interval", checked_seconds(
+            owner, "retry_interval", self.retry_interval, positive=False))
+        object.__setattr__(self, "ttl", checked_seconds(owner, "ttl", self.ttl, positive=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +68,9 @@ class ReliabilityConfig:
 
     def __post_init__(self) -> None:
         owner = "ReliabilityConfig"
-        _count(owner, "max_retry_attempts", self.max_retry_attempts, minimum=0)
-        backoff = _duration(owner, "retry_backoff", self.retry_backoff, positive=False)
-        cap = _duration(owner, "max_retry_backoff", self.max_retry_backoff, positive=False)
+        checked_count(owner, "max_retry_attempts", self.max_retry_attempts, minimum=0)
+        backoff = checked_seconds(owner, "retry_backoff", self.retry_backoff, positive=False)
+        cap = checked_seconds(owner, "max_retry_backoff", self.max_retry_backoff, positive=False)
         if cap < backoff:
             raise ConfigError(f"{owner}.max_retry_backoff ({cap}) must be >= retry_backoff "
                               f"({backoff})", field="max_retry_backoff")
@@ -99,7 +80,7 @@ class ReliabilityConfig:
         object.__setattr__(self, "retry_backoff", backoff)
         object.__setattr__(self, "max_retry_backoff", cap)
         object.__setattr__(self, "confirm_timeout",
-                           _duration(owner, "confirm_timeout", self.confirm_timeout,
+                           checked_seconds(owner, "confirm_timeout", self.confirm_timeout,
                                      positive=True))
         if self.enable_dlq and (not isinstance(self.dlq_topic, str) or not self.dlq_topic):
             raise ConfigError(f"{owner}.dlq_topic must be a non-empty string when enable_dlq",
@@ -165,15 +146,21 @@ class PublisherConfig:
         elif not all(hasattr(self.serializer, a) for a in ("encode", "decode", "content_type")):
             raise ConfigError(f"{owner}.serializer must be a name or a Serializer",
                               field="serializer")
-        _count(owner, "retry_attempts", self.retry_attempts, minimum=0)
-        _count(owner, "batch_size", self.batch_size, minimum=1)
+        if self.enable_confirm is not True:
+            # Silently publishing unconfirmed would break at-least-once without a word.
+            raise ConfigError(f"{owner}.enable_confirm must be True: every publish returns "
+                              "once the broker confirmed it (at-least-once); a deadline for "
+                              "the whole call is ReliabilityConfig.confirm_timeout",
+                              field="enable_confirm")
+        checked_count(owner, "retry_attempts", self.retry_attempts, minimum=0)
+        checked_count(owner, "batch_size", self.batch_size, minimum=1)
         object.__setattr__(self, "retry_interval",
-                           _duration(owner, "retry_interval", self.retry_interval,
+                           checked_seconds(owner, "retry_interval", self.retry_interval,
                                      positive=False))
         object.__setattr__(self, "timeout",
-                           _duration(owner, "timeout", self.timeout, positive=True))
-        object.__setattr__(self, "close_timeout",
-                           _duration(owner, "close_timeout", self.close_timeout, positive=True))
+                           checked_seconds(owner, "timeout", self.timeout, positive=True))
+        object.__setattr__(self, "close_timeout", checked_seconds(
+            owner, "close_timeout", self.close_timeout, positive=True))
         if self.reliability is not None and not isinstance(self.reliability, ReliabilityConfig):
             raise ConfigError(f"{owner}.reliability must be a ReliabilityConfig",
                               field="reliability")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sagamesh.errors import BusinessError, RetryableError
+from sagamesh.errors import BusinessError, ConfigError, RetryableError
 from sagamesh.retry import (
     ExponentialBackoffRetryPolicy,
     FixedDelayRetryPolicy,
@@ -78,3 +79,23 @@ def test_invalid_parameters_rejected() -> None:
         ExponentialBackoffRetryPolicy(0, 1, 1)
     with pytest.raises(ValueError):
         ExponentialBackoffRetryPolicy(3, 1, 1, jitter=2)
+
+
+@pytest.mark.parametrize(("build", "field"), [
+    (lambda: ExponentialBackoffRetryPolicy(0, 1, 1), "max_attempts"),
+    (lambda: ExponentialBackoffRetryPolicy(3, -1, 1), "base_delay"),
+    (lambda: ExponentialBackoffRetryPolicy(3, 1, "soon"), "max_delay"),  # type: ignore[arg-type]
+    (lambda: ExponentialBackoffRetryPolicy(3, 1, 1, multiplier=0.5), "multiplier"),
+    (lambda: ExponentialBackoffRetryPolicy(3, 1, 1, jitter=2), "jitter"),
+    (lambda: FixedDelayRetryPolicy(0, 1), "max_attempts"),
+    (lambda: FixedDelayRetryPolicy(3, -1), "delay"),
+    (lambda: LinearBackoffRetryPolicy(True, 1, 1, 1), "max_attempts"),
+    (lambda: LinearBackoffRetryPolicy(3, -2, 1, 1), "base_delay"),
+    (lambda: LinearBackoffRetryPolicy(3, 1, -1, 1), "increment"),
+    (lambda: LinearBackoffRetryPolicy(3, 1, 1, float("nan")), "max_delay"),
+])
+def test_invalid_parameters_raise_config_error_naming_the_field(
+        build: Callable[[], object], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert info.value.field == field and field in str(info.value)

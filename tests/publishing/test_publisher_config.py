@@ -71,6 +71,7 @@ def test_retry_policy_derivation() -> None:
     (PublisherConfig, {"timeout": "soon"}, "timeout"),
     (PublisherConfig, {"batch_size": 0}, "batch_size"),
     (PublisherConfig, {"stages": [42]}, "stages"),
+    (PublisherConfig, {"enable_confirm": False}, "enable_confirm"),
     (PublisherConfig, {"reliability": {"enable_dlq": True}}, "reliability"),
     (ReliabilityConfig, {"max_retry_attempts": -2}, "max_retry_attempts"),
     (ReliabilityConfig, {"retry_backoff": 2.0, "max_retry_backoff": 1.0}, "max_retry_backoff"),

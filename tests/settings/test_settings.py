@@ -125,3 +125,24 @@ def test_scheme_must_match_type() -> None:
 def test_mask_url() -> None:
     assert mask_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     assert mask_url("nats://h:4222") == "nats://h:4222"
+
+
+def test_a_bad_environment_variable_is_named_instead_of_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "publisher:\n  timeout: 2s\n")
+    monkeypatch.setenv("SAGAMESH_PUBLISHER__TIMEOUT", "abc")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_yaml(path)
+    assert info.value.field == "publisher.timeout"
+    assert info.value.file is None  # the file is fine
+    assert "SAGAMESH_PUBLISHER__TIMEOUT" in str(info.value) and "abc" in str(info.value)
+
+
+def test_settings_built_directly_raise_config_error_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings(consumer={"max_in_flight": 0})  # type: ignore[arg-type]
+    assert info.value.field == "consumer.max_in_flight"
+    monkeypatch.setenv("SAGAMESH_BROKER__TYPE", "zeromq")
+    with pytest.raises(ConfigError) as info:
+        Settings()
+    assert info.value.field == "broker.type" and "SAGAMESH_BROKER__TYPE" in str(info.value)
