@@ -32,7 +32,6 @@ from .results import BatchPublishResult
 from .stage import CallNext, Publication, PublishStage, compose, stage_name
 from .stages import BatchStage, BrokerSink, ReliabilityStage, SerializeStage, TransactionStage
 from .stages.reliability import Sleep
-from .stages.transaction import has_native_transactions
 from .transaction import PublisherTransaction
 
 log = logging.getLogger(__name__)
@@ -72,10 +71,11 @@ class SagaEventPublisher:
         self._metrics = PublisherMetrics(started_at=clock(), clock=clock)
         self._reliability_metrics = ReliabilityMetrics()
 
-        self._relay: OutboxRelay | None = None
-        if config.outbox is not None or not has_native_transactions(broker):
-            outbox = config.outbox if config.outbox is not None else MemoryOutbox()
-            self._relay = OutboxRelay(outbox, broker, sleep=sleep)
+        # A given outbox is always used. Otherwise native transactions or an in-memory outbox
+        # is chosen at the first commit: a broker may learn its capabilities only on connect
+        # (Kafka probes for transactional producers), after this publisher was built.
+        relay = OutboxRelay(config.outbox, broker, sleep=sleep) \
+            if config.outbox is not None else None
 
         self._serialize = SerializeStage(_resolve_serializer(config.serializer),
                                          config.topic_prefix, config.topic_strategy)
@@ -88,12 +88,14 @@ class SagaEventPublisher:
             sleep=sleep,
             clock=clock,
         )
+        self._transaction = TransactionStage(
+            broker, relay, fallback=lambda: OutboxRelay(MemoryOutbox(), broker, sleep=sleep))
         self._stages: list[PublishStage] = [
             self._serialize,
             *config.stages,
             reliability,
             BatchStage(config.batch_size),
-            TransactionStage(broker, self._relay),
+            self._transaction,
         ]
         self._sink = BrokerSink(broker)
         self._pipeline: CallNext = compose(self._stages, self._sink)
@@ -313,8 +315,9 @@ class SagaEventPublisher:
 
     @property
     def outbox_relay(self) -> OutboxRelay | None:
-        """The relay used for transactions when the broker has no native ones."""
-        return self._relay
+        """The relay used for transactions when the broker has no native ones (None until the
+        first commit found none, unless ``PublisherConfig.outbox`` was given)."""
+        return self._transaction.relay
 
     # -- close -------------------------------------------------------------------------------------
     @property
@@ -350,9 +353,10 @@ class SagaEventPublisher:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             try:
-                if self._relay is not None:
+                relay = self._transaction.relay
+                if relay is not None:
                     left = deadline - asyncio.get_running_loop().time()
-                    await self._relay.close(drain=True, drain_within=max(left, 0.0))
+                    await relay.close(drain=True, drain_within=max(left, 0.0))
             finally:
                 self._state = _CLOSED
                 self._closed_event.set()
@@ -361,8 +365,9 @@ class SagaEventPublisher:
         """Start the outbox relay now, so records a previous process left in a durable outbox
         are published without waiting for the next transaction (``async with`` does this)."""
         self._check_open()
-        if self._relay is not None:
-            self._relay.start()
+        relay = self._transaction.relay
+        if relay is not None:
+            relay.start()
 
     async def __aenter__(self) -> SagaEventPublisher:
         await self.start()

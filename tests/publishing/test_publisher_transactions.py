@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -38,8 +40,40 @@ def uses_outbox(publisher: SagaEventPublisher) -> bool:
 async def test_paths_are_chosen_by_capability(setup: tuple[MemoryBroker, Broker]) -> None:
     inner, broker = setup
     publisher = SagaEventPublisher(broker)
+    assert not uses_outbox(publisher)  # chosen at the first commit
+    async with publisher.transaction("tx-cap") as tx:
+        await tx.publish_event(make_event())
     assert uses_outbox(publisher) == (broker is not inner)
     await publisher.close()
+
+
+class LateTransactions(MemoryBroker):
+    """A broker that knows it has transactions only once connected (as Kafka probes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.capabilities = replace(self.capabilities, native_transactions=False)
+        self.transactions = 0
+
+    async def connect(self) -> None:
+        await super().connect()
+        self.capabilities = replace(self.capabilities, native_transactions=True)
+
+    def transaction(self) -> Any:
+        self.transactions += 1
+        return super().transaction()
+
+
+async def test_a_publisher_built_before_connect_uses_the_native_transactions_found_then() -> None:
+    broker = LateTransactions()
+    publisher = SagaEventPublisher(broker)  # the broker does not know its capabilities yet
+    async with broker:
+        seen = await collect(broker, "saga.events")
+        async with publisher.transaction("tx-late") as tx:
+            await tx.publish_event(make_event())
+        assert broker.transactions == 1 and not uses_outbox(publisher)
+        await seen.wait_for(1)
+        await publisher.close()
 
 
 async def test_nothing_visible_before_commit_then_all_in_order(
@@ -197,8 +231,6 @@ async def test_outbox_relay_retries_and_keeps_order_through_broker_failures() ->
     async with FaultyBroker(inner, native_transactions=False, fail_every=3) as broker:
         seen = await collect(inner, "saga.events")
         publisher = SagaEventPublisher(broker)
-        relay = publisher.outbox_relay
-        assert relay is not None
         expected: dict[str, list[str]] = {}
         for saga in ("a", "b", "c"):
             events = [make_event(saga_id=saga) for _ in range(5)]
@@ -206,6 +238,8 @@ async def test_outbox_relay_retries_and_keeps_order_through_broker_failures() ->
             async with publisher.transaction(f"tx-{saga}") as tx:
                 for event in events:
                     await tx.publish_event(event)
+        relay = publisher.outbox_relay
+        assert relay is not None
         await seen.wait_for(15)
         for saga, ids in expected.items():
             got = [m.id for m in seen.messages if m.key == saga]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from ...brokers.base import Broker, TransactionalBroker
+from ...errors import TransactionError
 from ..outbox import Outbox, OutboxRelay
 from ..stage import CallNext, Publication
 
@@ -22,12 +23,19 @@ class TransactionStage:
     """
 
     name = "transaction"
-    __slots__ = ("broker", "outbox", "relay")
+    __slots__ = ("broker", "fallback", "relay")
 
-    def __init__(self, broker: Broker, relay: OutboxRelay | None = None) -> None:
+    def __init__(self, broker: Broker, relay: OutboxRelay | None = None, *,
+                 fallback: Callable[[], OutboxRelay] | None = None) -> None:
+        """``relay``: always use this outbox. Else each commit is native when the broker has
+        transactions by then, or goes through the relay ``fallback`` makes (once)."""
         self.broker = broker
         self.relay = relay
-        self.outbox: Outbox | None = relay.outbox if relay is not None else None
+        self.fallback = fallback
+
+    @property
+    def outbox(self) -> Outbox | None:
+        return self.relay.outbox if self.relay is not None else None
 
     def __call__(self, pub: Publication, call_next: CallNext) -> Awaitable[None]:
         tx_id = pub.transaction
@@ -37,8 +45,13 @@ class TransactionStage:
 
     async def _commit(self, pub: Publication, tx_id: str) -> None:
         relay = self.relay
+        broker = self.broker
+        if relay is None and not has_native_transactions(broker):
+            if self.fallback is None:
+                raise TransactionError(f"{type(broker).__name__} has no native transactions "
+                                       "and no outbox was given")
+            relay = self.relay = self.fallback()
         if relay is None:
-            broker = self.broker
             assert isinstance(broker, TransactionalBroker)
             async with broker.transaction() as tx:
                 for message in pub.messages:
