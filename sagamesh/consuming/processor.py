@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -104,8 +106,16 @@ def default_decoder() -> Decoder:
     return from_message
 
 
+FIRST_FAILURES_KEPT = 10_000  # failing messages whose first failure time is remembered
+
+
 class MessageProcessor:
-    """Everything between "a message arrived" and "ack / nack(delay) / dead-letter"."""
+    """Everything between "a message arrived" and "ack / nack(delay) / dead-letter".
+
+    A message that fails and is redelivered keeps the time of its first failure here (the
+    newest ``FIRST_FAILURES_KEPT``), so its dead letter's ``sagamesh-first-failure`` says when
+    the trouble began, not when the retries ran out.
+    """
 
     def __init__(
         self,
@@ -131,6 +141,7 @@ class MessageProcessor:
         self.metrics = metrics or ConsumerMetrics()
         self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.prometheus = prometheus
+        self._first_failures: OrderedDict[str, datetime] = OrderedDict()
 
     # -- phase 1: decode and route (synchronous) ------------------------------------------
     def prepare(self, message: Message, attempt: int = 1) -> Prepared | Outcome:
@@ -315,6 +326,11 @@ class MessageProcessor:
                 return self._dead_letter(prepared.message, attempt, DLQReason.RETRIES_EXHAUSTED,
                                          error, handler_id=route.handler_id)
         route, error, _ = retrying[0]
+        first = self._first_failures
+        if prepared.message.id not in first:
+            first[prepared.message.id] = datetime.now(UTC)
+            if len(first) > FIRST_FAILURES_KEPT:
+                first.popitem(last=False)
         if self.prometheus is not None:
             self.prometheus.consumed(route.handler_id, "retried")
         delay = 0.0 if requeue_only else self.retry.delay(attempt)
@@ -325,7 +341,8 @@ class MessageProcessor:
                      error: BaseException, *, handler_id: str | None = None) -> Outcome:
         text = f"{reason.value}: {type(error).__name__}: {error}"
         dlq = dead_letter(message, dlq_topic=self.dlq_topic, reason=text,
-                          attempts=attempt + _prior_attempts(message.headers), error=error)
+                          attempts=attempt + _prior_attempts(message.headers), error=error,
+                          first_failure=self._first_failures.pop(message.id, None))
         if handler_id is not None:
             dlq.headers[Headers.DLQ_HANDLER] = handler_id
         return Outcome(OutcomeKind.DEAD_LETTER, reason=text, error=error, dlq_message=dlq)

@@ -271,3 +271,27 @@ async def test_dlq_publish_failure_nacks_instead_of_losing_the_message(
     assert dead.id == ev_msg.id
     assert dead.headers[Headers.ATTEMPTS] == "2"  # the first DLQ publish failed: redelivered
     assert (m.dlq_publish_failures, m.dead_lettered) == (1, 1)
+
+
+async def test_the_dead_letter_says_when_the_first_attempt_failed(
+        broker: MemoryBroker, dlq: Collector) -> None:
+    """``sagamesh-first-failure`` is the first failed attempt, not the dead-lettering (which
+    comes two retry delays later)."""
+    from datetime import UTC, datetime, timedelta
+
+    router = EventRouter()
+    calls: list[datetime] = []
+
+    @router.handler(handler_id="broken")
+    async def broken(ev: SagaEvent, ctx: HandlerContext) -> None:
+        calls.append(datetime.now(UTC))
+        raise ConnectionError("service down")
+
+    config = ConsumerConfig(group="t", retry=FixedDelayRetryPolicy(3, 0.15), dlq_topic=DLQ)
+    async with EventConsumer(broker, router, config):
+        await publish(broker, event("s-first"))
+        [dead] = await dlq.wait(1)
+    assert len(calls) == 3 and calls[2] - calls[0] >= timedelta(seconds=0.3)
+    first = datetime.fromisoformat(dead.headers[Headers.FIRST_FAILURE])
+    assert calls[0] <= first < calls[1], (calls, first)
+    assert dead.headers[Headers.ATTEMPTS] == "3"
