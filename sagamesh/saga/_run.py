@@ -1,5 +1,5 @@
-"""Per-saga run state and the coordinator's internal signals (kept apart from the driving
-logic in :mod:`sagamesh.saga.coordinator`)."""
+"""Per-saga run state and the coordinator's internal signals, shared by the coordinator and the
+collaborators that drive, persist, compensate and recover its sagas."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SerializationError
@@ -99,21 +98,3 @@ class Run:
         self.now_at = 0.0
         self.step_started = instance.updated_at
 
-
-@dataclass(slots=True)
-class Counters:
-    total: int = 0
-    completed: int = 0
-    compensated: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    timed_out: int = 0
-    ended: int = 0
-    duration_sum: float = 0.0
-    steps: int = 0
-    retries: int = 0
-    compensations: int = 0
-    recovered: int = 0
-    lost: int = 0
-    events: int = 0
-    publish_failures: int = 0

@@ -14,6 +14,9 @@ from typing import Literal
 from ..events import SagaEvent
 from ..message import Message
 
+OutboxEncoder = Callable[[Sequence[SagaEvent]], Sequence[Message]]
+"""What ``SagaCoordinator(outbox=...)`` takes: a transition's events to the messages to store."""
+
 
 def event_messages(
     topic_prefix: str = "saga.events",
