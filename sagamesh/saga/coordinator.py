@@ -23,6 +23,7 @@ from typing import Any
 from .._durations import Duration, require_seconds
 from ..errors import (
     ConcurrencyConflictError,
+    ConfigError,
     CoordinatorClosedError,
     CoordinatorSaturatedError,
     SagaDefinitionError,
@@ -87,13 +88,14 @@ class SagaCoordinator:
             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
         self.lease_ttl = require_seconds(lease_ttl)
-        if self.lease_ttl <= 0:
-            raise ValueError("lease_ttl must be positive")
+        if not self.lease_ttl > 0:
+            raise ConfigError(f"lease_ttl must be positive, got {lease_ttl!r}", field="lease_ttl")
         self.recovery_interval = (
             None if recovery_interval is None else require_seconds(recovery_interval)
         )
         if outbox is not None and not getattr(storage, "supports_outbox", False):
-            raise ValueError(f"{type(storage).__name__} cannot write an outbox")
+            raise ConfigError(f"{type(storage).__name__} cannot write an outbox",
+                              field="outbox")
         self._outbox = outbox
         self._objects = objects = bool(getattr(storage, "stores_objects", False))
         self._plans: dict[str, Plan] = {}

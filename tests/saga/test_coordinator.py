@@ -17,6 +17,7 @@ from sagamesh.errors import (
 from sagamesh.saga import (
     ConcurrencyConfig,
     MemoryStateStorage,
+    SagaCoordinator,
     SagaDefinition,
     SagaFilter,
     SagaState,
@@ -210,3 +211,14 @@ def test_concurrency_config_rejects_bad_values() -> None:
         ConcurrencyConfig(max_concurrent_sagas=0)
     with pytest.raises(ConfigError, match="acquire_timeout"):
         ConcurrencyConfig(acquire_timeout=-1)
+
+
+def test_invalid_coordinator_settings_raise_config_error_naming_the_field() -> None:
+    from sagamesh.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        SagaCoordinator(MemoryStateStorage(), lease_ttl=0)
+    assert info.value.field == "lease_ttl"
+    with pytest.raises(ConfigError) as info:
+        SagaCoordinator(MemoryStateStorage(), outbox=lambda event: [])  # type: ignore[arg-type]
+    assert info.value.field == "outbox" and "MemoryStateStorage" in str(info.value)
