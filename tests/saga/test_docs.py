@@ -18,7 +18,7 @@ PROGRAMS = [
 
 
 def test_the_doc_has_programs() -> None:
-    assert len(PROGRAMS) >= 5
+    assert len(PROGRAMS) >= 9
 
 
 @pytest.mark.parametrize("index", range(len(PROGRAMS)))
