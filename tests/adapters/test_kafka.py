@@ -7,13 +7,8 @@ tansu of their own.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -438,14 +433,3 @@ async def test_clients_survive_a_real_tansu_restart(
         if round_ < 2:
             await asyncio.to_thread(_crash_and_restart, private_tansu)
     assert (await publisher.health()).healthy and (await consumer.health()).healthy
-
-
-def test_the_documented_example_runs(kafka_bootstrap: str, unique: str) -> None:
-    doc = Path(__file__).resolve().parents[2] / "docs" / "broker-kafka.md"
-    program = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)[0]
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          timeout=120,
-                          env={**os.environ, "KAFKA_URL": f"kafka://{kafka_bootstrap}",
-                               "KAFKA_TOPIC": f"kx.doc.{unique}"})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["100", "True", "False"]
