@@ -10,8 +10,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ._durations import Duration, checked_count, checked_seconds, require_seconds
-from .errors import BusinessError, ConfigError, RetryableError
+from ._checks import checked_count, checked_number, checked_seconds
+from ._durations import Duration, require_seconds
+from .errors import BusinessError, RetryableError
 
 
 @runtime_checkable
@@ -30,14 +31,6 @@ def is_retryable_error(error: BaseException | None) -> bool | None:
     if isinstance(error, BusinessError):
         return False
     return None
-
-
-def _check_number(owner: str, name: str, value: object, *, low: float,
-                  high: float | None = None) -> None:
-    if (isinstance(value, bool) or not isinstance(value, int | float) or not value >= low
-            or (high is not None and value > high)):
-        bound = f"within [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise ConfigError(f"{owner}.{name} must be a number {bound}, got {value!r}", field=name)
 
 
 class _Base:
@@ -69,8 +62,8 @@ class ExponentialBackoffRetryPolicy(_Base):
         checked_count(owner, "max_attempts", self.max_attempts, minimum=1)
         self.base_delay = checked_seconds(owner, "base_delay", self.base_delay, positive=False)
         self.max_delay = checked_seconds(owner, "max_delay", self.max_delay, positive=False)
-        _check_number(owner, "multiplier", self.multiplier, low=1.0)
-        _check_number(owner, "jitter", self.jitter, low=0.0, high=1.0)
+        checked_number(owner, "multiplier", self.multiplier, low=1.0)
+        checked_number(owner, "jitter", self.jitter, low=0.0, high=1.0)
 
     def delay(self, attempt: int) -> float:
         base = require_seconds(self.base_delay)

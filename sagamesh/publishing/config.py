@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .._durations import Duration, checked_count, checked_seconds, require_seconds
+from .._checks import checked_count, checked_number, checked_seconds
+from .._durations import Duration, require_seconds
 from ..errors import ConfigError
 from ..retry import (
     ExponentialBackoffRetryPolicy,
@@ -74,9 +75,7 @@ class ReliabilityConfig:
         if cap < backoff:
             raise ConfigError(f"{owner}.max_retry_backoff ({cap}) must be >= retry_backoff "
                               f"({backoff})", field="max_retry_backoff")
-        if not isinstance(self.jitter, int | float) or not 0.0 <= self.jitter <= 1.0:
-            raise ConfigError(f"{owner}.jitter must be within [0, 1], got {self.jitter!r}",
-                              field="jitter")
+        checked_number(owner, "jitter", self.jitter, low=0.0, high=1.0)
         object.__setattr__(self, "retry_backoff", backoff)
         object.__setattr__(self, "max_retry_backoff", cap)
         object.__setattr__(self, "confirm_timeout",

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from ...brokers.base import Broker, TransactionalBroker
 from ...errors import TransactionError
-from ..outbox import Outbox, OutboxRelay
+from ..outbox import OutboxRelay
 from ..stage import CallNext, Publication
 
 
@@ -32,10 +32,6 @@ class TransactionStage:
         self.broker = broker
         self.relay = relay
         self.fallback = fallback
-
-    @property
-    def outbox(self) -> Outbox | None:
-        return self.relay.outbox if self.relay is not None else None
 
     def __call__(self, pub: Publication, call_next: CallNext) -> Awaitable[None]:
         tx_id = pub.transaction
